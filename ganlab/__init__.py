@@ -1,0 +1,3 @@
+"""ganlab: GAN hyperparameter and stability sweeps."""
+
+__version__ = "0.1.0"
