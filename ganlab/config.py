@@ -59,7 +59,7 @@ class TrialConfig:
     # stability
     seeds: tuple[int, ...] = (0, 1, 2)
     max_grad_norm: float = 1e6  # a gradient norm above this marks the seed diverged
-    device: str = "cpu"  # cpu, cuda, or auto (cuda when there is one)
+    device: str = "auto"  # cpu, cuda, or auto: cuda when the trial was given a GPU
     sample_keep: int = 64  # samples of each seed kept from the last evaluation, for reports
 
     @classmethod
@@ -96,6 +96,7 @@ class TrialConfig:
         ]:  # fmt: skip
             _check_choice(name, getattr(self, name), sorted(registry))
         _check_choice("mode", self.mode, OBJECTIVE_MODES)
+        self._validate_against_data()
         _check_choice("device", self.device, DEVICES)
         for name in ("width", "depth", "z_dim", "pack", "d_steps", "batch_size", "steps",
                      "eval_every", "sample_keep"):  # fmt: skip
@@ -117,6 +118,24 @@ class TrialConfig:
             raise ConfigError("seeds", "must be a non-empty list of distinct integers")
         if self.n_eval is not None and self.n_eval < 10:
             raise ConfigError("n_eval", f"must be at least 10 (k-NN metrics), got {self.n_eval}")
+
+    def _validate_against_data(self) -> None:
+        from ganlab.data import DATASETS
+        from ganlab.models import check
+
+        source = DATASETS[self.dataset]
+        try:
+            check(self.arch, source.shape)
+        except ValueError as error:
+            raise ConfigError("arch", f"{error} (dataset {self.dataset!r})") from None
+        if self.metric in MODE_METRICS and not source.modes:
+            raise ConfigError("metric", f"{self.metric!r} needs a dataset with modes; "
+                              f"{self.dataset!r} has none")  # fmt: skip
+        if self.metric == "is" and source.extractor == "raw":
+            raise ConfigError("metric", f"'is' needs class probabilities; {self.dataset!r} is 2-D")
+
+
+MODE_METRICS = ("modes", "hq", "kl_modes")
 
 
 def _check_choice(name: str, value: Any, allowed: typing.Sequence[str]) -> None:
@@ -153,5 +172,3 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
 
 def _is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
-
-

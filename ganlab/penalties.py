@@ -50,9 +50,7 @@ def r1_penalty(d: nn.Module, real: Tensor, fake: Tensor, generator: torch.Genera
 
 
 @register(PENALTIES, "dragan")
-def dragan_penalty(
-    d: nn.Module, real: Tensor, fake: Tensor, generator: torch.Generator
-) -> Tensor:
+def dragan_penalty(d: nn.Module, real: Tensor, fake: Tensor, generator: torch.Generator) -> Tensor:
     """DRAGAN (Kodali et al. 2017): (||dD/dx|| - 1)^2 around perturbed real data."""
     noise = torch.rand(real.shape, generator=generator, device=real.device)
     x = real + 0.5 * real.std() * noise

@@ -8,12 +8,18 @@ Three parquet files sit in a run directory:
 """
 
 import dataclasses
+import hashlib
+import json
+import math
 import os
+import subprocess
 import tempfile
 from pathlib import Path
 
 import pandas as pd
+import torch
 
+from ganlab import __version__
 from ganlab.config import TrialConfig
 from ganlab.metrics import METRICS
 
@@ -33,7 +39,16 @@ TRIAL_COLUMNS = (
     + ("status", "diverged_step", "objective", "div_rate")
     + tuple(f"final_{m}" for m in METRIC_NAMES)
     + tuple(f"best_{m}" for m in METRIC_NAMES)
-    + ("steps_done", "wall_s", "device_used", "node", "protocol", "ganlab_version", "git_sha")
+    + (
+        "steps_done",
+        "wall_s",
+        "device_used",
+        "node",
+        "node_ip",
+        "protocol",
+        "ganlab_version",
+        "git_sha",
+    )
 )
 METRIC_COLUMNS = (
     ("sweep", "trial_id", "config_id", "seed", "step", "diverged")
@@ -80,3 +95,171 @@ def load_samples(run_dir: str | os.PathLike) -> pd.DataFrame:
     if not path.exists():
         return pd.DataFrame(columns=list(SAMPLE_COLUMNS))
     return pd.read_parquet(path)
+
+
+# --- collecting a run's results from Ray's experiment directory --------------------------------
+
+EXPERIMENT_DIR = "tune"
+REAL_SAMPLES = 512
+
+
+def collect(run_dir: str | os.PathLike, sweep: str) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Read every trial Ray recorded under `run_dir/tune` and write the three tables."""
+    run_dir = Path(run_dir)
+    trial_rows, metric_rows, sample_rows = [], [], []
+    context = {"sweep": sweep, "ganlab_version": __version__, "git_sha": _git_sha()}
+    for trial_dir in sorted((run_dir / EXPERIMENT_DIR).glob("*/")):
+        reports = _reports(trial_dir)
+        if not reports:
+            continue
+        errored = (trial_dir / "error.txt").exists()
+        trial_rows += _trial_rows(reports, errored, context)
+        metric_rows += _metric_rows(reports, sweep)
+        sample_rows += _sample_rows(trial_dir, reports[-1], sweep)
+    trials = pd.DataFrame(trial_rows, columns=list(TRIAL_COLUMNS))
+    metrics = pd.DataFrame(metric_rows, columns=list(METRIC_COLUMNS))
+    sample_rows += _real_sample_rows(trials, sweep)
+    trials = trials.astype({"diverged_step": "Int64"})
+    write_table(trials, run_dir / TRIALS)
+    write_table(metrics, run_dir / METRICS_TABLE)
+    write_table(pd.DataFrame(sample_rows, columns=list(SAMPLE_COLUMNS)), run_dir / SAMPLES)
+    return trials, metrics
+
+
+def _reports(trial_dir: Path) -> list[dict]:
+    """The trial's reports in step order; a step reported again after a restore counts once."""
+    path = trial_dir / "result.json"
+    if not path.exists():
+        return []
+    by_step = {}
+    for line in path.read_text().splitlines():
+        try:
+            report = json.loads(line)
+        except json.JSONDecodeError:  # a line being written right now
+            continue
+        if "seeds" in report:
+            by_step[report["step"]] = report
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def _trial_rows(reports: list[dict], errored: bool, context: dict) -> list[dict]:
+    last = reports[-1]
+    config = last["trial_config"]
+    config_id = config_hash(config)
+    rows = []
+    for seed, final in last["seeds"].items():
+        per_step = [r["seeds"][seed] for r in reports]
+        row = {**context, "trial_id": last["trial_id"], "config_id": config_id, "seed": int(seed)}
+        row.update({k: v for k, v in config.items() if k != "seeds"})
+        row.update(
+            status=_status(final, last, errored, config["steps"]),
+            diverged_step=final.get("diverged_step") if final["diverged"] else None,
+            objective=last["objective"],
+            div_rate=last["div_rate"],
+            steps_done=final.get("diverged_step") or last["step"],
+            wall_s=last["wall_s"],
+            device_used=last.get("device", ""),
+            node=last.get("node_id", ""),
+            node_ip=last.get("node_ip", ""),
+            protocol=last.get("protocol", ""),
+        )
+        for name, metric in METRICS.items():
+            values = [m[name] for m in per_step if name in m]
+            row[f"final_{name}"] = values[-1] if values else math.nan
+            best = min if metric.mode == "min" else max
+            row[f"best_{name}"] = best(values) if values else math.nan
+        rows.append(row)
+    return rows
+
+
+def _status(final: dict, last: dict, errored: bool, steps: int) -> str:
+    if final["diverged"]:
+        return "diverged"
+    if errored and last["step"] < steps:
+        return "error"
+    if final.get("collapsed"):
+        return "collapsed"
+    return "completed" if last["step"] >= steps else "pruned"
+
+
+def _metric_rows(reports: list[dict], sweep: str) -> list[dict]:
+    rows = []
+    config_id = config_hash(reports[-1]["trial_config"])
+    for report in reports:
+        for seed, values in report["seeds"].items():
+            if values["diverged"] and values.get("diverged_step", 0) < report["step"]:
+                continue  # a seed's rows end at the step it diverged
+            row = {"sweep": sweep, "trial_id": report["trial_id"], "config_id": config_id,
+                   "seed": int(seed), "step": report["step"], "diverged": values["diverged"],
+                   "objective": report["objective"], "div_rate": report["div_rate"]}  # fmt: skip
+            row.update({k: values.get(k, math.nan) for k in METRIC_NAMES + SIGNALS[:-2]})
+            row.update(wall_s=report["wall_s"], samples_per_s=report["samples_per_s"])
+            rows.append(row)
+    return rows
+
+
+def _sample_rows(trial_dir: Path, last: dict, sweep: str) -> list[dict]:
+    checkpoints = sorted(trial_dir.glob("checkpoint_*/samples.pt"))
+    if not checkpoints:
+        return []
+    samples = torch.load(checkpoints[-1], weights_only=False)
+    config_id = config_hash(last["trial_config"])
+    return [
+        {
+            "sweep": sweep,
+            "trial_id": last["trial_id"],
+            "config_id": config_id,
+            "seed": seed,
+            "step": last["step"],
+            "source": "fake",
+            "dataset": last["trial_config"]["dataset"],
+            "shape": list(x.shape),
+            "values": x.flatten().float().tolist(),
+        }
+        for seed, x in samples.items()
+    ]
+
+
+def _real_sample_rows(trials: pd.DataFrame, sweep: str) -> list[dict]:
+    from ganlab import data
+
+    rows = []
+    for (name, data_dir), _ in trials.groupby(["dataset", "data_dir"]):
+        try:
+            x = data.load(name, data_dir).sample(REAL_SAMPLES, torch.Generator().manual_seed(0))
+        except FileNotFoundError:
+            continue
+        rows.append({"sweep": sweep, "trial_id": "", "config_id": "", "seed": -1, "step": 0,
+                     "source": "real", "dataset": name, "shape": list(x.shape),
+                     "values": x.flatten().tolist()})  # fmt: skip
+    return rows
+
+
+def config_hash(config: dict) -> str:
+    """Identifies a configuration regardless of its seeds."""
+    without_seeds = {k: v for k, v in sorted(config.items()) if k != "seeds"}
+    return hashlib.sha1(json.dumps(without_seeds, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def _git_sha() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+            text=True, timeout=5, check=True,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip()
+
+
+def summarise(trials: pd.DataFrame) -> pd.DataFrame:
+    """One row per trial (a configuration over its seeds), best objective first."""
+    varying = [c for c in config_columns(trials) if trials[c].nunique(dropna=False) > 1]
+    metric = trials["metric"].iloc[0] if len(trials) else "fid"
+    grouped = trials.groupby("trial_id", sort=False)
+    summary = grouped[varying + ["objective", "div_rate"]].first()
+    summary[f"median_{metric}"] = grouped[f"final_{metric}"].median()
+    summary["seeds"] = grouped.size()
+    summary["statuses"] = grouped["status"].agg(lambda s: ",".join(sorted(set(s))))
+    ascending = len(trials) == 0 or trials["mode"].iloc[0] == "min"
+    return summary.reset_index().sort_values("objective", ascending=ascending, kind="stable")

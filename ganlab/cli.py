@@ -1,0 +1,222 @@
+"""`ganlab`: the command line, a thin face over trial, sweep, results and analysis.
+
+Bad input (a config or sweep file that cannot run) exits with code 2 before any work starts,
+naming the file and the field; nothing is written.
+"""
+
+import argparse
+import dataclasses
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ganlab.config import ConfigError, TrialConfig
+
+EXIT_BAD_INPUT = 2
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = _parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.command(args)
+    except (ConfigError, ValueError, FileNotFoundError) as error:
+        if not getattr(error, "bad_input", True):
+            raise
+        print(f"ganlab {args.name}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ganlab", description=__doc__.splitlines()[0])
+    commands = parser.add_subparsers(required=True, metavar="COMMAND")
+
+    trial = commands.add_parser("trial", help="train one configuration over its seeds")
+    trial.add_argument("--config", type=Path, help="a YAML file of trial fields")
+    for f in dataclasses.fields(TrialConfig):
+        trial.add_argument(f"--{f.name.replace('_', '-')}", dest=f"field_{f.name}",
+                           metavar=f.name.upper(), help=f"trial field `{f.name}`")  # fmt: skip
+    trial.set_defaults(command=_trial, name="trial")
+
+    sweep = commands.add_parser("sweep", help="run a sweep file on Ray Tune with Optuna")
+    sweep.add_argument("file", type=Path)
+    sweep.add_argument("--address", help="join a running Ray cluster (e.g. `auto`)")
+    sweep.add_argument("--num-samples", type=int, help="override the file's num_samples")
+    sweep.add_argument("--smoke", action="store_true", help="tiny sizes, for CI and trying")
+    sweep.add_argument("--resume", action="store_true", help="continue a stopped sweep")
+    sweep.add_argument("--data-dir", help="override base.data_dir")
+    sweep.add_argument("--storage", help="override the file's storage")
+    sweep.add_argument("--no-report", action="store_true", help="skip report.html at the end")
+    sweep.set_defaults(command=_sweep, name="sweep")
+
+    show = commands.add_parser("results", help="print a run's results table")
+    show.add_argument("run_dir", type=Path)
+    show.add_argument("--where", help="a pandas query, e.g. \"loss == 'hinge' and lr_d < 1e-3\"")
+    show.add_argument("--top", type=int, default=10, help="configurations to show (best first)")
+    show.add_argument("--seeds", action="store_true", help="one row per seed, not per config")
+    show.set_defaults(command=_results, name="results")
+
+    report = commands.add_parser("report", help="write RUN_DIR/report.html")
+    report.add_argument("run_dir", type=Path)
+    report.add_argument("--compare", type=Path, metavar="RUN_B", help="compare with another run")
+    report.add_argument("--out", type=Path, help="where to write (default RUN_DIR/report.html)")
+    report.set_defaults(command=_report, name="report")
+    return parser
+
+
+# --- ganlab trial -------------------------------------------------------------------------------
+
+
+def _trial(args: argparse.Namespace) -> int:
+    from ganlab.trial import Trial
+
+    values: dict[str, Any] = {}
+    if args.config:
+        values = _read_mapping(args.config)
+    for f in dataclasses.fields(TrialConfig):
+        text = getattr(args, f"field_{f.name}")
+        if text is not None:
+            values[f.name] = _parse_flag(text)
+    try:
+        config = TrialConfig.from_dict(values)
+    except ConfigError as error:
+        raise ConfigError(error.field, f"{args.config or 'flags'}: {error}") from None
+    print(f"trial: {config.dataset} / {config.arch} / {config.loss} / {config.penalty}, "
+          f"seeds {list(config.seeds)}, {config.steps} steps")  # fmt: skip
+    trial = Trial(config, report=_print_progress)
+    trial.run()
+    print(format_seed_summary(trial.history, config.metric))
+    return 0
+
+
+def _read_mapping(path: Path) -> dict[str, Any]:
+    try:
+        values = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError) as error:
+        raise ValueError(f"{path}: cannot read it as YAML ({error})") from None
+    if not isinstance(values, dict):
+        raise ValueError(f"{path}: must be a mapping of trial fields")
+    return values
+
+
+def _parse_flag(text: str) -> Any:
+    """Flag text as YAML would read it: numbers, booleans, null, and comma lists for seeds."""
+    value = yaml.safe_load(text)
+    if isinstance(value, str) and "," in value:
+        return [yaml.safe_load(part) for part in value.split(",")]
+    return value
+
+
+def _print_progress(result: dict[str, Any]) -> None:
+    seeds = result["seeds"].values()
+    alive = sum(not s["diverged"] for s in seeds)
+    print(f"step {result['step']:>7}  objective {result['objective']:<12.6g} "
+          f"seeds alive {alive}/{len(seeds)}  {result['samples_per_s']:,.0f} samples/s  "
+          f"{result['wall_s']:.1f}s", flush=True)  # fmt: skip
+
+
+SUMMARY_METRICS = ("fid", "kid", "modes", "hq", "kl_modes", "precision", "recall", "is")
+
+
+def format_seed_summary(history: list[dict[str, Any]], metric: str) -> str:
+    """One line per seed: its status and its final metrics."""
+    last = history[-1]
+    shown = [m for m in SUMMARY_METRICS if any(m in s for s in last["seeds"].values())]
+    lines = ["", f"{'seed':>6}  {'status':<10} {'step':>7}  " + "".join(f"{m:>11}" for m in shown)]
+    for seed, values in last["seeds"].items():
+        status = "diverged" if values["diverged"] else (
+            "collapsed" if values.get("collapsed") else "ok")  # fmt: skip
+        step = values.get("diverged_step") if values["diverged"] else last["step"]
+        cells = "".join(f"{values[m]:>11.4g}" if m in values else f"{'-':>11}" for m in shown)
+        lines.append(f"{seed:>6}  {status:<10} {step:>7}  {cells}")
+    lines.append(f"objective ({metric}, median over seeds): {last['objective']:.6g}, "
+                 f"diverged {last['div_rate']:.0%}")  # fmt: skip
+    return "\n".join(lines)
+
+
+# --- ganlab sweep -------------------------------------------------------------------------------
+
+
+def _sweep(args: argparse.Namespace) -> int:
+    from ganlab import spec as specs
+
+    try:
+        spec = specs.load(args.file, smoke=args.smoke, num_samples=args.num_samples,
+                          data_dir=args.data_dir, storage=args.storage)  # fmt: skip
+    except specs.SpecError as error:
+        print(f"ganlab sweep: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    if args.smoke:
+        spec = dataclasses.replace(spec, name=f"{spec.name}-smoke")
+
+    from ganlab import sweep
+
+    try:
+        sweep.check_run_dir(spec, args.resume)
+        sweep.check_storage(spec, args.address)
+    except sweep.SweepError as error:
+        print(f"ganlab sweep: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    run_dir = sweep.run(spec, address=args.address, resume=args.resume)
+    print(format_sweep_summary(run_dir, spec))
+    if not args.no_report:
+        from analysis.report import write_report
+
+        print(f"report: {write_report(run_dir, progress=print)}")
+    return 0
+
+
+def format_sweep_summary(run_dir: Path, spec: Any, top: int = 5) -> str:
+    from ganlab import results
+
+    trials, _ = results.load(run_dir)
+    if trials.empty:
+        return f"\nno trial reported a result; Ray's logs are in {run_dir}"
+    configs = results.summarise(trials).head(top)
+    lines = ["", f"best configurations ({spec.metric}, {spec.mode}; median over seeds):",
+             configs.to_string(index=False), "",
+             f"trials: {trials.trial_id.nunique()}, seed runs: {len(trials)}, "
+             f"diverged: {(trials.status == 'diverged').mean():.1%}, "
+             f"collapsed: {(trials.status == 'collapsed').mean():.1%}",
+             f"tables: {run_dir / results.TRIALS}, {run_dir / results.METRICS_TABLE}"]  # fmt: skip
+    journal = run_dir / "optuna-journal.log"
+    if journal.exists():
+        lines.append(f"optuna study {spec.name!r}: {journal} (optuna-dashboard {journal})")
+    return "\n".join(lines)
+
+
+# --- ganlab results / report --------------------------------------------------------------------
+
+
+def _results(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from ganlab import results
+
+    trials, _ = results.load(args.run_dir)
+    if args.where:
+        try:
+            trials = trials.query(args.where)
+        except Exception as error:  # pandas raises many kinds for a bad expression
+            raise ValueError(f"--where {args.where!r}: {error}") from None
+    table = trials if args.seeds else results.summarise(trials)
+    with pd.option_context("display.max_columns", None, "display.width", 200):
+        print(table.head(args.top).to_string(index=False))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from analysis import report
+
+    if args.compare:
+        out = args.out or args.run_dir / "compare.html"
+        print(report.write_comparison(args.run_dir, args.compare, out))
+    else:
+        print(report.write_report(args.run_dir, out=args.out, progress=print))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,45 @@
+import pytest
+
+from ganlab.config import ConfigError, TrialConfig
+
+
+def test_defaults_are_a_valid_configuration():
+    config = TrialConfig.from_dict({})
+    assert config.dataset == "ring8" and config.seeds == (0, 1, 2)
+
+
+def test_integers_are_accepted_where_floats_are_wanted():
+    config = TrialConfig.from_dict({"lr_g": 1, "seeds": [4, 5]})
+    assert config.lr_g == 1.0 and isinstance(config.lr_g, float) and config.seeds == (4, 5)
+
+
+def test_round_trip_through_a_dict():
+    config = TrialConfig.from_dict({"loss": "hinge", "penalty": "r1", "pack": 2})
+    assert TrialConfig.from_dict(config.to_dict()) == config
+
+
+@pytest.mark.parametrize(
+    "values,field,message",
+    [
+        ({"lr": 1e-3}, "lr", "unknown field; allowed: dataset"),
+        ({"loss": "hinged"}, "loss", "'hinged' is not one of: hinge, least-squares"),
+        ({"dataset": "ring9"}, "dataset", "not one of: cifar10"),
+        ({"penalty": "gp2"}, "penalty", "dragan, gp, none, r1"),
+        ({"lr_d": "fast"}, "lr_d", "expected float, got 'fast'"),
+        ({"lr_d": -1e-3}, "lr_d", "must be positive"),
+        ({"beta1": 1.0}, "beta1", r"must be in \[0, 1\)"),
+        ({"steps": 0}, "steps", "at least 1"),
+        ({"spectral_norm": "yes"}, "spectral_norm", "expected bool"),
+        ({"clip": 0.01}, "clip", "option of loss `wasserstein` only"),
+        ({"batch_size": 30, "pack": 4}, "pack", "must divide batch_size"),
+        ({"seeds": [1, 1]}, "seeds", "distinct"),
+        ({"arch": "dcgan"}, "arch", "needs square images"),
+        ({"metric": "modes", "dataset": "cifar10"}, "metric", "needs a dataset with modes"),
+        ({"metric": "is"}, "metric", "needs class probabilities"),
+        ({"norm_g": "group"}, "norm_g", "batch, instance, layer, none"),
+    ],
+)
+def test_bad_values_name_the_field_and_what_is_allowed(values, field, message):
+    with pytest.raises(ConfigError, match=message) as caught:
+        TrialConfig.from_dict(values)
+    assert caught.value.field == field

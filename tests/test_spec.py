@@ -1,0 +1,153 @@
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from ganlab import spec as specs
+
+GOOD = """
+name: t
+base: {dataset: ring8, steps: 100, eval_every: 50}
+search:
+  loss: {choice: [non-saturating, hinge, wasserstein]}
+  lr_g: {loguniform: [1.0e-4, 1.0e-3]}
+  penalty: {choice: [none, gp]}
+  penalty_weight: {uniform: [1, 20], when: {penalty: gp}}
+  clip: {uniform: [0.005, 0.05], when: {loss: wasserstein}}
+seeds: 2
+scheduler: {name: asha, grace_period: 50}
+objective: {metric: fid, mode: min}
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "sweep.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_a_good_file_becomes_a_typed_spec(tmp_path):
+    spec = specs.load(write(tmp_path, GOOD))
+    assert spec.seeds == (0, 1) and spec.metric == "fid" and spec.scheduler.grace_period == 50
+    assert [p.name for p in spec.search] == ["loss", "lr_g", "penalty", "penalty_weight", "clip"]
+    assert spec.search[3].when == (("penalty", ("gp",)),)
+    config = spec.trial_config({"loss": "wasserstein", "clip": 0.01, "lr_g": 5e-4})
+    assert config.clip == 0.01 and config.seeds == (0, 1) and config.steps == 100
+
+
+def test_smoke_shrinks_but_keeps_the_search(tmp_path):
+    spec = specs.load(write(tmp_path, GOOD), smoke=True)
+    config = spec.trial_config({})
+    assert (config.steps, config.eval_every, spec.num_samples, spec.seeds) == (40, 20, 2, (0, 1))
+    assert spec.scheduler.grace_period == 20 and len(spec.search) == 5
+
+
+MALFORMED = {
+    "unknown top-level field": ("serch: {}", "serch", "unknown field; allowed: name"),
+    "unknown base field": ("base: {lr: 0.1}", "base.lr", "unknown field"),
+    "unknown dataset": ("base: {dataset: ring9}", "base.dataset", "not one of: cifar10"),
+    "bad loss choice": (
+        "search: {loss: {choice: [hinge, hnge]}}",
+        "search.loss",
+        "value 'hnge': 'hnge' is not one of",
+    ),
+    "unknown search field": ("search: {lr: {uniform: [0, 1]}}", "search.lr", "not a trial field"),
+    "inverted bounds": (
+        "search: {lr_g: {uniform: [0.1, 0.01]}}",
+        "search.lr_g.uniform",
+        "low must be below high",
+    ),
+    "log of zero": (
+        "search: {lr_g: {loguniform: [0, 0.01]}}",
+        "search.lr_g.loguniform",
+        "must be positive",
+    ),
+    "two kinds": (
+        "search: {lr_g: {uniform: [0.1, 0.2], choice: [1]}}",
+        "search.lr_g",
+        "exactly one of",
+    ),
+    "when on unknown": (
+        "search: {penalty_weight: {uniform: [1, 2], when: {penalty: gp}}}",
+        "search.penalty_weight.when.penalty",
+        "must name a `choice` field",
+    ),
+    "bad seeds": ("seeds: [1, 1]", "seeds", "distinct"),
+    "zero seeds": ("seeds: 0", "seeds", "at least 1"),
+    "bad scheduler": ("scheduler: hyperband", "scheduler.name", "not one of: asha, none"),
+    "grace above steps": (
+        "scheduler: {name: asha, grace_period: 10000}",
+        "scheduler.grace_period",
+        "exceeds base.steps",
+    ),
+    "bad search alg": ("search_alg: bayes", "search_alg", "not one of: optuna, random, grid"),
+    "grid with a range": (
+        "search_alg: grid\nsearch: {lr_g: {uniform: [0.1, 0.2]}}",
+        "search.lr_g",
+        "grid search takes plain `choice`",
+    ),
+    "bad metric": ("objective: {metric: fidd}", "objective.metric", "not one of: fid"),
+    "string gpu": ("resources: {gpu: one}", "resources.gpu", "must be a number"),
+    "gpu fraction above one": ("resources: {gpu: 1.5}", "resources.gpu", "fractions only below 1"),
+    "negative budget": ("time_budget: -5", "time_budget", "seconds > 0"),
+    "num_samples zero": ("num_samples: 0", "num_samples", "integer >= 1"),
+    "not yaml": ("base: {dataset: [ring8", "file", "not valid YAML"),
+    "not a mapping": ("- just\n- a list", "file", "must be a mapping"),
+    "seeds in base": ("base: {seeds: [0, 1]}", "base.seeds", "top level"),
+    "cross-field": ("base: {loss: hinge, clip: 0.01}", "base.clip", "wasserstein"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(MALFORMED))
+def test_malformed_file_names_the_field(tmp_path, case):
+    text, field, message = MALFORMED[case]
+    with pytest.raises(specs.SpecError, match=message) as caught:
+        specs.load(write(tmp_path, text))
+    assert caught.value.field == field
+    assert str(tmp_path / "sweep.yaml") in str(caught.value)
+
+
+def test_every_malformed_file_exits_2_from_the_cli_and_writes_nothing(tmp_path):
+    """One process for all cases keeps this fast; the CLI must not start Ray for any of them."""
+    script = textwrap.dedent(
+        """
+        import sys, os
+        from pathlib import Path
+        from ganlab.cli import main
+        codes = []
+        for path in sys.argv[1:]:
+            codes.append(main(["sweep", path, "--storage", os.environ["RUNS"]]))
+        print(codes)
+        print("ray" in sys.modules and __import__("ray").is_initialized())
+        """
+    )
+    runs = tmp_path / "runs"
+    paths = []
+    for i, case in enumerate(sorted(MALFORMED)):
+        path = tmp_path / f"bad{i}.yaml"
+        path.write_text(MALFORMED[case][0])
+        paths.append(str(path))
+    out = subprocess.run(
+        [sys.executable, "-c", script, *paths], capture_output=True, text=True, timeout=120,
+        env={**__import__("os").environ, "RUNS": str(runs)},
+    )  # fmt: skip
+    codes, ray_started = out.stdout.strip().splitlines()
+    assert codes == str([2] * len(paths)), out.stderr
+    assert ray_started == "False"
+    assert not runs.exists()
+    for case, line in zip(sorted(MALFORMED), out.stderr.strip().splitlines(), strict=True):
+        assert MALFORMED[case][1] in line and "error" in line
+
+
+def test_an_existing_run_is_not_touched_by_a_bad_file(tmp_path):
+    from ganlab.cli import main
+
+    run = tmp_path / "runs" / "sweep"
+    run.mkdir(parents=True)
+    (run / "trials.parquet").write_bytes(b"precious")
+    path = write(tmp_path, "base: {lr_g: -1}")
+    assert main(["sweep", str(path), "--storage", str(tmp_path / "runs")]) == 2
+    assert (run / "trials.parquet").read_bytes() == b"precious"
+    assert sorted(p.name for p in run.iterdir()) == ["trials.parquet"]
