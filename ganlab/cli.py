@@ -10,9 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from ganlab.config import ConfigError, TrialConfig
+from ganlab.spec import read_yaml
 
 EXIT_BAD_INPUT = 2
 
@@ -82,7 +81,8 @@ def _trial(args: argparse.Namespace) -> int:
     try:
         config = TrialConfig.from_dict(values)
     except ConfigError as error:
-        raise ConfigError(error.field, f"{args.config or 'flags'}: {error}") from None
+        where = f"{args.config}: " if args.config else ""
+        raise ConfigError(error.field, f"{where}{str(error).split(': ', 1)[1]}") from None
     print(f"trial: {config.dataset} / {config.arch} / {config.loss} / {config.penalty}, "
           f"seeds {list(config.seeds)}, {config.steps} steps")  # fmt: skip
     trial = Trial(config, report=_print_progress)
@@ -93,7 +93,7 @@ def _trial(args: argparse.Namespace) -> int:
 
 def _read_mapping(path: Path) -> dict[str, Any]:
     try:
-        values = yaml.safe_load(path.read_text())
+        values = read_yaml(path.read_text())
     except (OSError, yaml.YAMLError) as error:
         raise ValueError(f"{path}: cannot read it as YAML ({error})") from None
     if not isinstance(values, dict):
@@ -103,9 +103,9 @@ def _read_mapping(path: Path) -> dict[str, Any]:
 
 def _parse_flag(text: str) -> Any:
     """Flag text as YAML would read it: numbers, booleans, null, and comma lists for seeds."""
-    value = yaml.safe_load(text)
+    value = read_yaml(text)
     if isinstance(value, str) and "," in value:
-        return [yaml.safe_load(part) for part in value.split(",")]
+        return [read_yaml(part) for part in value.split(",")]
     return value
 
 

@@ -31,6 +31,21 @@ SMOKE_BASE = {"steps": 40, "eval_every": 20, "width": 16, "batch_size": 32, "n_e
 SMOKE_TOP = {"num_samples": 2, "seeds": 2, "time_budget": None, "max_concurrent": 2}
 
 
+class Loader(yaml.SafeLoader):
+    """YAML as people write it: `1e-4` is a float (PyYAML alone reads it as a string)."""
+
+
+Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def read_yaml(text: str):
+    return yaml.load(text, Loader=Loader)
+
+
 class SpecError(ValueError):
     """A sweep file that cannot run; the message names the file and the field."""
 
@@ -118,7 +133,7 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     except OSError as error:
         raise SpecError(path, "file", f"cannot read it ({error.strerror})") from None
     try:
-        raw = yaml.safe_load(text)
+        raw = read_yaml(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""

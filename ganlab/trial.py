@@ -131,14 +131,17 @@ class Trial:
 
     def _train_step(self, s: Seed) -> None:
         cfg, batch = self.config, self.config.batch_size
-        for _ in range(cfg.d_steps):
+        for i in range(cfg.d_steps):
             real = self.data.sample(batch, s.rng).to(self.device)
-            with torch.no_grad():
+            last = i == cfg.d_steps - 1
+            with torch.set_grad_enabled(last):  # the last fakes serve G's step too
                 fake = s.g(self._noise(batch, s.rng))
-            d_real, d_fake = s.d(real), s.d(fake)
+            d_real, d_fake = s.d(real), s.d(fake.detach())
             d_loss, _ = self.loss(d_real, d_fake)
             if cfg.penalty_weight:
-                d_loss = d_loss + cfg.penalty_weight * self.penalty(s.d, real, fake, s.rng)
+                d_loss = d_loss + cfg.penalty_weight * self.penalty(
+                    s.d, real, fake.detach(), s.rng
+                )
             s.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             grad_d = _grad_norm(s.d)
@@ -146,7 +149,7 @@ class Trial:
             if cfg.clip:
                 for p in s.d.parameters():
                     p.data.clamp_(-cfg.clip, cfg.clip)
-        d_fake_g = s.d(s.g(self._noise(batch, s.rng)))
+        d_fake_g = s.d(fake)
         _, g_loss = self.loss(d_real.detach(), d_fake_g)
         s.opt_g.zero_grad(set_to_none=True)
         g_loss.backward()

@@ -1,0 +1,7 @@
+"""Analysis of ganlab's results tables: aggregates, Plotly figures and the HTML report.
+
+The package reads only the tables (through `ganlab.results.load`) and, for parameter
+importance, the sweep's Optuna journal. Each figure is computed by a `get_*_info` function
+that returns plain data and drawn by a `plot_*` function that returns a `go.Figure`.
+`analysis.report.write_report(run_dir)` assembles them into `RUN_DIR/report.html`.
+"""

@@ -1,0 +1,8 @@
+#!/bin/sh
+# Everything the tests need on a fresh machine (Python 3.11 and pip), then the tests.
+# Extra arguments go to pytest, e.g. `bash scripts/test.sh -k trial`.
+set -eu
+cd "$(dirname "$0")/.."
+python3 -m pip install --quiet -e ".[test]"
+sh scripts/install-browser.sh
+python3 -m pytest "$@"

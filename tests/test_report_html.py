@@ -1,0 +1,93 @@
+"""The report file: where it is written, that it is self-contained, its sections, bad input."""
+
+import re
+
+import pytest
+from plotly.offline import get_plotlyjs
+from tables import make_run
+
+from analysis.report import write_comparison, write_report
+
+SECTIONS = (
+    "summary",
+    "convergence",
+    "distribution",
+    "divergence",
+    "modes",
+    "precision-recall",
+    "importance",
+    "parallel",
+    "budget",
+    "samples",
+)
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    return make_run(
+        tmp_path_factory.mktemp("report") / "run",
+        n_configs=20,
+        seeds=3,
+        evals=6,
+        with_journal=True,
+    )
+
+
+def test_report_is_written_beside_the_tables_with_every_section(run):
+    lines = []
+    path = write_report(run, progress=lines.append)
+    assert path == run / "report.html"
+    page = path.read_text()
+    for section in SECTIONS:
+        assert f'<section id="{section}">' in page
+    assert page.index('id="summary"') < page.index('id="convergence"')  # the summary leads
+    assert "Optuna fANOVA" in page
+    assert any(line.startswith("[10/10]") for line in lines)
+    assert lines[-1].startswith(f"wrote {path}")
+    assert not [p.name for p in run.iterdir() if p.name.startswith(".report.html")]
+
+
+def test_report_works_offline(run):
+    page = write_report(run).read_text()
+    # plotly.js is inlined exactly once, and nothing else refers to the network (plotly.js
+    # itself names a CDN for map topologies, which no figure here uses).
+    plotly_js = get_plotlyjs()
+    assert page.count(plotly_js) == 1
+    rest = page.replace(plotly_js, "")
+    assert re.search(r"<script[^>]+src=", rest) is None
+    assert "cdn.plot.ly" not in rest
+    assert re.search(r"https?://", rest) is None
+
+
+def test_report_summary_numbers(run):
+    page = write_report(run).read_text()
+    summary = page.split('<section id="summary">')[1].split("</section>")[0]
+    assert "Best configurations" in summary
+    assert "extractor=raw" in summary  # the evaluation protocol
+    assert "20 (20 configurations, 60 trial × seed rows)" in summary
+
+
+def test_report_to_another_path_and_without_samples(tmp_path):
+    run = make_run(tmp_path / "run", n_configs=6, seeds=2, evals=3, with_samples=False)
+    out = write_report(run, out=tmp_path / "elsewhere" / "r.html")
+    assert out == tmp_path / "elsewhere" / "r.html"
+    assert "No samples were saved" in out.read_text()
+    assert not (run / "report.html").exists()
+
+
+def test_bad_run_directories_raise_file_not_found(tmp_path):
+    with pytest.raises(FileNotFoundError, match="trials.parquet"):
+        write_report(tmp_path)
+    with pytest.raises(FileNotFoundError, match="no such run directory"):
+        write_report(tmp_path / "missing")
+
+
+def test_comparison_warns_about_different_protocols(tmp_path, run):
+    other = make_run(tmp_path / "digits", n_configs=8, seeds=3, evals=3, dataset="digits")
+    path = write_comparison(run, other, tmp_path / "compare.html")
+    page = path.read_text()
+    assert "different evaluation protocols" in page
+    for figure in ("fig-budget", "fig-objective", "fig-divergence"):
+        assert f'id="{figure}"' in page
+    same = write_comparison(run, run, tmp_path / "same.html").read_text()
+    assert "different evaluation protocols" not in same
