@@ -10,6 +10,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from ganlab.config import ConfigError, TrialConfig
 from ganlab.spec import read_yaml
 

@@ -167,8 +167,10 @@ def _build(path: Path, raw: dict[str, Any]) -> SweepSpec:
     base = _base(path, raw.get("base", {}), metric, mode)
     search = _search(path, raw.get("search", {}), base, metric, mode)
     search_alg = _choice(path, "search_alg", raw.get("search_alg", "optuna"), SEARCH_ALGS)
+    num_samples = _integer(path, "num_samples", raw.get("num_samples", 10), 1)
     if search_alg == "grid":
         _check_grid(path, search)
+        num_samples = math.prod(len(p.values) for p in search)  # every point, once
     spec = SweepSpec(
         path=str(path),
         name=name,
@@ -178,7 +180,7 @@ def _build(path: Path, raw: dict[str, Any]) -> SweepSpec:
         search_alg=search_alg,
         search_seed=_integer(path, "search_seed", raw.get("search_seed", 0), 0),
         scheduler=_scheduler(path, raw.get("scheduler", "asha"), base),
-        num_samples=_integer(path, "num_samples", raw.get("num_samples", 10), 1),
+        num_samples=num_samples,
         max_concurrent=_integer(path, "max_concurrent", raw.get("max_concurrent", 2), 1),
         time_budget=_time_budget(path, raw.get("time_budget")),
         resources=_resources(path, raw.get("resources", {})),

@@ -128,18 +128,21 @@ def journal_storage(run_dir: Path) -> optuna.storages.JournalStorage:
 
 
 def _searcher(spec: SweepSpec, run_dir: Path) -> OptunaSearch | None:
-    if spec.search_alg == "grid" or not spec.search:
+    """Every search goes through Optuna, so every sweep has a journal study to inspect."""
+    if not spec.search:
         return None
-    sampler = (
-        optuna.samplers.TPESampler(seed=spec.search_seed)
-        if spec.search_alg == "optuna"
-        else optuna.samplers.RandomSampler(seed=spec.search_seed)
-    )
+    samplers = {
+        "optuna": lambda: optuna.samplers.TPESampler(seed=spec.search_seed),
+        "random": lambda: optuna.samplers.RandomSampler(seed=spec.search_seed),
+        "grid": lambda: optuna.samplers.GridSampler(
+            {p.name: list(p.values) for p in spec.search}, seed=spec.search_seed
+        ),
+    }
     return OptunaSearch(
         space=SearchSpace(spec.search),
         metric="objective",
         mode=spec.mode,
-        sampler=sampler,
+        sampler=samplers[spec.search_alg](),
         study_name=spec.name,
         storage=journal_storage(run_dir),
     )
@@ -202,26 +205,42 @@ def run(
     """Run (or resume) a sweep to the end; returns the run directory holding the tables."""
     run_dir = check_run_dir(spec, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
-    _start_ray(address)
+    started = _start_ray(address)
     try:
         tuner = _tuner(spec, run_dir, resume, echo)
         tuner.fit()
     finally:
-        if address is None:
+        if started:
             ray.shutdown()
     close_study(spec, run_dir)
     results.collect(run_dir, spec.name)
     return run_dir
 
 
-def _start_ray(address: str | None) -> None:
+def _start_ray(address: str | None) -> bool:
+    """Start (or join) Ray; True when this call started it, so it is ours to shut down."""
     if ray.is_initialized():
-        return
-    os.environ.setdefault("RAY_DEDUP_LOGS", "1")
-    if address is None:  # a private local cluster, on loopback, no dashboard
+        return False
+    # Checkpointing every evaluation is the design; Ray's warning about it is noise here.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    if address is None:  # a private local cluster on loopback, no dashboard, token auth on
+        _use_loopback()
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     else:
         ray.init(address=address, log_to_driver=False, configure_logging=False)
+    return True
+
+
+def _use_loopback() -> None:
+    """Make a private cluster's node address 127.0.0.1, so its servers listen on loopback.
+
+    On Linux, Ray turns a loopback `_node_ip_address` into the machine's routable address;
+    only its single-machine mode (the default on macOS and Windows) keeps 127.0.0.1. The
+    constant is read at call time; the variable carries it to the processes Ray starts.
+    """
+    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
+    ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
 
 
 def _tuner(spec: SweepSpec, run_dir: Path, resume: bool, echo) -> tune.Tuner:
@@ -252,15 +271,7 @@ def _tuner(spec: SweepSpec, run_dir: Path, resume: bool, echo) -> tune.Tuner:
         callbacks=[Progress(spec, run_dir, echo)],
         verbose=0,
     )
-    param_space = grid_space(spec.search) if searcher is None else {}
-    return tune.Tuner(
-        trainable, param_space=param_space, tune_config=tune_config, run_config=run_config
-    )
-
-
-def grid_space(params: tuple) -> dict[str, Any]:
-    """Ray's grid over plain choice fields (the spec refuses ranges and `when` with a grid)."""
-    return {p.name: tune.grid_search(list(p.values)) for p in params}
+    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
 
 
 def close_study(spec: SweepSpec, run_dir: Path) -> None:
