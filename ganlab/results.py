@@ -158,6 +158,8 @@ def _trial_rows(reports: list[dict], errored: bool, context: dict) -> list[dict]
             div_rate=last["div_rate"],
             steps_done=final.get("diverged_step") or last["step"],
             wall_s=last["wall_s"],
+            started_at=reports[0].get("started_at", math.nan),
+            ended_at=last.get("reported_at", math.nan),
             device_used=last.get("device", ""),
             node=last.get("node_id", ""),
             node_ip=last.get("node_ip", ""),

@@ -63,19 +63,36 @@ NETWORK_FILE_SYSTEMS = (
 
 
 def check_storage(spec: SweepSpec, address: str | None) -> None:
-    """On more than one machine, trial results must land on storage every node can reach."""
+    """Trials on other machines must write to storage every node can reach.
+
+    A local path is fine while every node is this machine and this machine can run a trial;
+    otherwise (several machines, or a head that runs no trials and waits for autoscaled
+    workers) it must be a cloud URI or a network file system.
+    """
     if address is None or spec.is_remote_storage:
         return
     _start_ray(address)
-    hosts = {node["NodeManagerAddress"] for node in ray.nodes() if node["Alive"]}
-    if len(hosts) > 1 and not _on_network_file_system(run_dir_of(spec)):
+    here = ray.get_runtime_context().get_node_id()
+    nodes = [node for node in ray.nodes() if node["Alive"]]
+    local = next(node for node in nodes if node["NodeID"] == here)
+    hosts = {node["NodeManagerAddress"] for node in nodes}
+    elsewhere = hosts - {local["NodeManagerAddress"]}
+    can_run_here = all(
+        local["Resources"].get(key, 0.0) >= need
+        for key, need in (("CPU", spec.resources.cpu), ("GPU", spec.resources.gpu))
+    )
+    if (elsewhere or not can_run_here) and not _on_network_file_system(run_dir_of(spec)):
         ray.shutdown()
+        where = (
+            f"the cluster spans {len(hosts)} machines ({', '.join(sorted(hosts))})"
+            if elsewhere
+            else "this node cannot run a trial, so trials will run on other machines"
+        )
         raise SweepError(
-            f"storage {spec.storage!r} is a local path, but the cluster spans {len(hosts)} "
-            f"machines ({', '.join(sorted(hosts))}): their trials could not write there. Set "
-            "`storage:` in the sweep file (or --storage) to a cloud URI such as "
-            "s3://my-bucket/ganlab-runs, or to a shared file system (NFS, EFS) mounted on "
-            "every node."
+            f"storage {spec.storage!r} is a local path, but {where}: their trials could not "
+            "write there. Set `storage:` in the sweep file (or --storage) to a cloud URI such "
+            "as s3://my-bucket/ganlab-runs, or to a shared file system (NFS, EFS) mounted at "
+            "the same path on every node."
         )
 
 
@@ -99,6 +116,7 @@ def _on_network_file_system(path: Path) -> bool:
 
 def train(params: dict[str, Any], spec: SweepSpec) -> None:
     """Ray Tune function trainable: one configuration × the sweep's seeds."""
+    started_at = time.time()
     config = spec.trial_config(params)
     trial = Trial(config)
     node_id = ray.get_runtime_context().get_node_id()
@@ -112,7 +130,8 @@ def train(params: dict[str, Any], spec: SweepSpec) -> None:
         with tempfile.TemporaryDirectory() as directory:
             torch.save(trial.state_dict(), Path(directory) / STATE_FILE)
             torch.save(trial.samples, Path(directory) / SAMPLES_FILE)
-            extra = {"trial_config": config.to_dict(), "node_id": node_id}
+            extra = {"trial_config": config.to_dict(), "node_id": node_id,
+                     "started_at": started_at, "reported_at": time.time()}  # fmt: skip
             tune.report({**result, **extra}, checkpoint=tune.Checkpoint.from_directory(directory))
 
     trial.report = report
@@ -227,7 +246,9 @@ def _start_ray(address: str | None) -> bool:
     if address is None:  # a private local cluster on loopback, no dashboard, token auth on
         _use_loopback()
         ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
-    else:
+    else:  # joining a cluster: authenticate with this machine's token where there is one
+        if os.environ.get("RAY_AUTH_TOKEN") or Path("~/.ray/auth_token").expanduser().exists():
+            os.environ.setdefault("RAY_AUTH_MODE", "token")
         ray.init(address=address, log_to_driver=False, configure_logging=False)
     return True
 
