@@ -153,7 +153,7 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.smoke:
         spec = dataclasses.replace(spec, name=f"{spec.name}-smoke")
 
-    from ganlab import sweep
+    from ganlab import storage, sweep
 
     try:
         sweep.check_run_dir(spec, args.resume)
@@ -167,6 +167,9 @@ def _sweep(args: argparse.Namespace) -> int:
         from analysis.report import write_report
 
         print(f"report: {write_report(run_dir, progress=print)}")
+        if spec.is_remote_storage:
+            storage.push_outputs(run_dir, spec.storage_uri)
+            print(f"tables and report copied to {spec.storage_uri}")
     return 0
 
 

@@ -103,7 +103,12 @@ class SweepSpec:
 
     @property
     def is_remote_storage(self) -> bool:
-        return "://" in self.storage and not self.storage.startswith("file://")
+        return "://" in self.storage
+
+    @property
+    def storage_uri(self) -> str:
+        """Where Ray keeps this sweep: `<storage>/<name>` (a URI, or a local path)."""
+        return f"{self.storage.rstrip('/')}/{self.name}"
 
 
 def load(

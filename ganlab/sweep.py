@@ -20,7 +20,7 @@ from ray import tune
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from ganlab import results
+from ganlab import results, storage
 from ganlab.space import SearchSpace
 from ganlab.spec import SweepSpec
 from ganlab.trial import Trial
@@ -31,6 +31,7 @@ STATE_FILE = "state.pt"
 SAMPLES_FILE = "samples.pt"
 CHECKPOINTS_KEPT = 2
 COLLECT_EVERY_S = 20.0
+SYNC_PERIOD_S = 30  # how often the driver copies trial results to a remote storage
 
 
 class SweepError(RuntimeError):
@@ -38,21 +39,24 @@ class SweepError(RuntimeError):
 
 
 def run_dir_of(spec: SweepSpec) -> Path:
-    """Where the tables, the journal and the report go: `<storage>/<name>` for local storage."""
+    """Where the tables, the journal and the report go: `<storage>/<name>` for local storage,
+    `./runs/<name>` (and a copy on the storage) for a URI."""
     if spec.is_remote_storage:
-        return Path("runs") / spec.name
-    return Path(spec.storage.removeprefix("file://")).expanduser().resolve() / spec.name
+        return Path("runs").resolve() / spec.name
+    return Path(spec.storage).expanduser().resolve() / spec.name
 
 
 def check_run_dir(spec: SweepSpec, resume: bool) -> Path:
     """Refuse to overwrite a previous sweep, and to resume one that is not there."""
     run_dir = run_dir_of(spec)
     exists = (run_dir / EXPERIMENT).exists() or (run_dir / JOURNAL).exists()
+    if spec.is_remote_storage:
+        exists = exists or storage.exists(f"{spec.storage_uri}/{EXPERIMENT}")
     if exists and not resume:
-        raise SweepError(f"{run_dir} holds a sweep already: add --resume to continue it, "
-                         "or give the sweep another `name`")  # fmt: skip
+        raise SweepError(f"{spec.storage_uri} holds a sweep already: add --resume to continue "
+                         "it, or give the sweep another `name`")  # fmt: skip
     if resume and not exists:
-        raise SweepError(f"--resume: no sweep to resume in {run_dir}")
+        raise SweepError(f"--resume: no sweep to resume in {spec.storage_uri}")
     return run_dir
 
 
@@ -212,7 +216,7 @@ class Progress(tune.Callback):
 
     def _collect(self) -> None:
         self.last_collect = time.monotonic()
-        results.collect(self.run_dir, self.spec.name)
+        collect(self.spec, self.run_dir)
 
 
 def run(
@@ -232,8 +236,17 @@ def run(
         if started:
             ray.shutdown()
     close_study(spec, run_dir)
-    results.collect(run_dir, spec.name)
+    collect(spec, run_dir)
     return run_dir
+
+
+def collect(spec: SweepSpec, run_dir: Path) -> None:
+    """Write the tables from Ray's experiment, wherever the storage is."""
+    if spec.is_remote_storage:
+        storage.pull_results(f"{spec.storage_uri}/{EXPERIMENT}", run_dir / EXPERIMENT)
+    results.collect(run_dir, spec.name)
+    if spec.is_remote_storage:
+        storage.push_outputs(run_dir, spec.storage_uri)
 
 
 def _start_ray(address: str | None) -> bool:
@@ -267,8 +280,8 @@ def _use_loopback() -> None:
 def _tuner(spec: SweepSpec, run_dir: Path, resume: bool, echo) -> tune.Tuner:
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     trainable = tune.with_resources(tune.with_parameters(train, spec=spec), resources)
-    storage = spec.storage.rstrip("/") + "/" + spec.name if spec.is_remote_storage else run_dir
-    experiment = f"{storage}/{EXPERIMENT}"
+    where = spec.storage_uri if spec.is_remote_storage else str(run_dir)
+    experiment = f"{where}/{EXPERIMENT}"
     if resume:
         return tune.Tuner.restore(
             str(experiment), trainable, resume_unfinished=True, resume_errored=True
@@ -286,7 +299,8 @@ def _tuner(spec: SweepSpec, run_dir: Path, resume: bool, echo) -> tune.Tuner:
     )
     run_config = tune.RunConfig(
         name=EXPERIMENT,
-        storage_path=str(storage),
+        storage_path=where,
+        sync_config=tune.SyncConfig(sync_period=SYNC_PERIOD_S),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         callbacks=[Progress(spec, run_dir, echo)],

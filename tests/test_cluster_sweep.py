@@ -1,4 +1,4 @@
-"""`ganlab sweep --address` on a real two-node Ray cluster on this machine, started with `ray start`.
+"""`ganlab sweep --address` on a real two-node Ray cluster on this machine, from `ray start`.
 
 Both nodes declare one logical GPU (`--num-gpus=1`; torch sees no CUDA here, so a trial given a
 GPU trains on the CPU through `device: auto`). Trials ask for half a GPU, so a node runs at most

@@ -108,6 +108,27 @@ def test_healthy_and_diverging_trials_finish_and_tables_stay_whole(local_ray, tm
     assert metrics.loc[metrics.step > 0, "loss_d"].dropna().map(math.isfinite).all()
 
 
+def test_a_storage_uri_keeps_results_there_and_tables_locally(local_ray, tmp_path, monkeypatch):
+    """`file://` goes through the same pyarrow code path as `s3://` and `gs://`."""
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "uri.yaml"
+    path.write_text(
+        MIXED.replace("name: mixed", "name: uri").replace("[5.0e-4, 10.0]", "[5.0e-4]")
+    )
+    shared = tmp_path / "shared"
+    s = spec.load(path, storage=f"file://{shared}")
+    run_dir = sweep.run(s, echo=lambda line: None)
+    assert run_dir == tmp_path / "runs" / "uri"
+    trials, _ = results.load(run_dir)
+    assert len(trials) == 2 * 2
+    assert len(list((shared / "uri" / "tune").glob("*/checkpoint_*"))) > 0  # Ray wrote there
+    copied = pd.read_parquet(shared / "uri" / "trials.parquet")
+    pd.testing.assert_frame_equal(copied, trials)
+    assert results.load_samples(run_dir).source.eq("fake").sum() == 4
+    with pytest.raises(sweep.SweepError, match="holds a sweep already"):
+        sweep.check_run_dir(s, resume=False)
+
+
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])
 def test_every_sweep_file_runs_at_smoke_size(local_ray, tmp_path, path):
     data_dir = tmp_path / "data"

@@ -75,7 +75,9 @@ def test_losing_a_worker_node_mid_sweep_loses_and_doubles_nothing(tmp_path):
         victim = workers[1]
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:  # wait until the victim is mid-trial
-            on_victim = [r for r in reports(run_dir).values() if r[-1]["node_id"] == victim.node_id]
+            on_victim = [
+                r for r in reports(run_dir).values() if r[-1]["node_id"] == victim.node_id
+            ]
             if any(100 <= r[-1]["step"] < 400 for r in on_victim):
                 break
             time.sleep(0.2)
