@@ -1,5 +1,6 @@
 """Fault tolerance on real Ray: a node lost mid-sweep, and a driver killed then resumed."""
 
+import contextlib
 import json
 import os
 import signal
@@ -113,10 +114,8 @@ def _ray_processes(marker: str) -> list[int]:
 def _kill_all(marker: str) -> None:
     for pid in _ray_processes(marker):
         if pid != os.getpid():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
 
 
 def test_a_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
