@@ -330,8 +330,9 @@ def _scheduler(path: Path, raw: Any, base: dict[str, Any]) -> Scheduler:
             )
     name = _choice(path, "scheduler.name", raw.get("name", "asha"), SCHEDULERS)
     config = TrialConfig.from_dict({**base, "seeds": [0]})
-    grace = _integer(path, "scheduler.grace_period", raw.get("grace_period", config.eval_every), 1)
-    if grace > config.steps:
+    default_grace = min(config.eval_every, config.steps)
+    grace = _integer(path, "scheduler.grace_period", raw.get("grace_period", default_grace), 1)
+    if name == "asha" and grace > config.steps:
         raise SpecError(
             path, "scheduler.grace_period", f"{grace} exceeds base.steps ({config.steps})"
         )
