@@ -184,7 +184,7 @@ _HOW_TO_PROVIDE = (
 def _torchvision(cls_name: str, name: str, data_dir: str, download: bool) -> tuple:
     import torchvision.datasets as tvd
 
-    cls = _CIFAR10_FILES_PRESENT if cls_name == "CIFAR10" else getattr(tvd, cls_name)
+    cls = _cifar10_class() if cls_name == "CIFAR10" else getattr(tvd, cls_name)
     root = os.path.expanduser(data_dir)
     try:
         train = cls(root, train=True, download=download)
@@ -233,8 +233,6 @@ def _torchvision_loader(cls_name: str, name: str, shape: tuple[int, ...], extrac
 
     return loader
 
-
-_CIFAR10_FILES_PRESENT = _cifar10_class()
 
 for _cls, _name, _shape, _extractor in [
     ("MNIST", "mnist", (1, 28, 28), "classifier"),

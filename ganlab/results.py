@@ -17,7 +17,6 @@ import tempfile
 from pathlib import Path
 
 import pandas as pd
-import torch
 
 from ganlab import __version__
 from ganlab.config import TrialConfig
@@ -42,6 +41,8 @@ TRIAL_COLUMNS = (
     + (
         "steps_done",
         "wall_s",
+        "started_at",
+        "ended_at",
         "device_used",
         "node",
         "node_ip",
@@ -103,27 +104,60 @@ EXPERIMENT_DIR = "tune"
 REAL_SAMPLES = 512
 
 
+class Collector:
+    """Writes a run's tables from Ray's experiment directory, again and again as it grows.
+
+    Each trial's rows are parsed once per change of its files, and real samples once per
+    dataset, so rewriting the tables after every finished trial stays cheap on long sweeps.
+    """
+
+    def __init__(self, run_dir: str | os.PathLike, sweep: str):
+        self.run_dir, self.sweep = Path(run_dir), sweep
+        self.context = {"sweep": sweep, "ganlab_version": __version__, "git_sha": _git_sha()}
+        self.trials: dict[Path, tuple[tuple, tuple[list, list, list]]] = {}
+        self.real: dict[tuple[str, str], list[dict]] = {}
+
+    def __call__(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        trial_rows, metric_rows, sample_rows = [], [], []
+        for trial_dir in sorted((self.run_dir / EXPERIMENT_DIR).glob("*/")):
+            trial, metric, sample = self._trial(trial_dir)
+            trial_rows += trial
+            metric_rows += metric
+            sample_rows += sample
+        trials = pd.DataFrame(trial_rows, columns=list(TRIAL_COLUMNS))
+        trials = trials.astype({"diverged_step": "Int64"})
+        metrics = pd.DataFrame(metric_rows, columns=list(METRIC_COLUMNS))
+        for key in trials.groupby(["dataset", "data_dir"]).groups if len(trials) else ():
+            if key not in self.real:
+                self.real[key] = _real_sample_rows(*key, self.sweep)
+            sample_rows += self.real[key]
+        write_table(trials, self.run_dir / TRIALS)
+        write_table(metrics, self.run_dir / METRICS_TABLE)
+        samples = pd.DataFrame(sample_rows, columns=list(SAMPLE_COLUMNS))
+        write_table(samples, self.run_dir / SAMPLES)
+        return trials, metrics
+
+    def _trial(self, trial_dir: Path) -> tuple[list, list, list]:
+        files = [trial_dir / "result.json", trial_dir / "error.txt"]
+        files += sorted(trial_dir.glob("checkpoint_*/samples.pt"))[-1:]
+        signature = tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size)
+                          for f in files if f.exists())  # fmt: skip
+        cached = self.trials.get(trial_dir)
+        if cached is None or cached[0] != signature:
+            reports = _reports(trial_dir)
+            rows = ([], [], [])
+            if reports:
+                errored = (trial_dir / "error.txt").exists()
+                rows = (_trial_rows(reports, errored, self.context),
+                        _metric_rows(reports, self.sweep),
+                        _sample_rows(trial_dir, reports[-1], self.sweep))  # fmt: skip
+            self.trials[trial_dir] = cached = (signature, rows)
+        return cached[1]
+
+
 def collect(run_dir: str | os.PathLike, sweep: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Read every trial Ray recorded under `run_dir/tune` and write the three tables."""
-    run_dir = Path(run_dir)
-    trial_rows, metric_rows, sample_rows = [], [], []
-    context = {"sweep": sweep, "ganlab_version": __version__, "git_sha": _git_sha()}
-    for trial_dir in sorted((run_dir / EXPERIMENT_DIR).glob("*/")):
-        reports = _reports(trial_dir)
-        if not reports:
-            continue
-        errored = (trial_dir / "error.txt").exists()
-        trial_rows += _trial_rows(reports, errored, context)
-        metric_rows += _metric_rows(reports, sweep)
-        sample_rows += _sample_rows(trial_dir, reports[-1], sweep)
-    trials = pd.DataFrame(trial_rows, columns=list(TRIAL_COLUMNS))
-    metrics = pd.DataFrame(metric_rows, columns=list(METRIC_COLUMNS))
-    sample_rows += _real_sample_rows(trials, sweep)
-    trials = trials.astype({"diverged_step": "Int64"})
-    write_table(trials, run_dir / TRIALS)
-    write_table(metrics, run_dir / METRICS_TABLE)
-    write_table(pd.DataFrame(sample_rows, columns=list(SAMPLE_COLUMNS)), run_dir / SAMPLES)
-    return trials, metrics
+    return Collector(run_dir, sweep)()
 
 
 def _reports(trial_dir: Path) -> list[dict]:
@@ -204,6 +238,8 @@ def _sample_rows(trial_dir: Path, last: dict, sweep: str) -> list[dict]:
     checkpoints = sorted(trial_dir.glob("checkpoint_*/samples.pt"))
     if not checkpoints:
         return []
+    import torch
+
     samples = torch.load(checkpoints[-1], weights_only=False)
     config_id = config_hash(last["trial_config"])
     return [
@@ -222,19 +258,18 @@ def _sample_rows(trial_dir: Path, last: dict, sweep: str) -> list[dict]:
     ]
 
 
-def _real_sample_rows(trials: pd.DataFrame, sweep: str) -> list[dict]:
+def _real_sample_rows(name: str, data_dir: str, sweep: str) -> list[dict]:
+    import torch
+
     from ganlab import data
 
-    rows = []
-    for (name, data_dir), _ in trials.groupby(["dataset", "data_dir"]):
-        try:
-            x = data.load(name, data_dir).sample(REAL_SAMPLES, torch.Generator().manual_seed(0))
-        except FileNotFoundError:
-            continue
-        rows.append({"sweep": sweep, "trial_id": "", "config_id": "", "seed": -1, "step": 0,
-                     "source": "real", "dataset": name, "shape": list(x.shape),
-                     "values": x.flatten().tolist()})  # fmt: skip
-    return rows
+    try:
+        x = data.load(name, data_dir).sample(REAL_SAMPLES, torch.Generator().manual_seed(0))
+    except FileNotFoundError:
+        return []
+    return [{"sweep": sweep, "trial_id": "", "config_id": "", "seed": -1, "step": 0,
+             "source": "real", "dataset": name, "shape": list(x.shape),
+             "values": x.flatten().tolist()}]  # fmt: skip
 
 
 def config_hash(config: dict) -> str:

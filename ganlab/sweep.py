@@ -192,6 +192,7 @@ class Progress(tune.Callback):
     def __init__(self, spec: SweepSpec, run_dir: Path, echo: Callable[[str], None]):
         self.spec, self.run_dir, self.echo = spec, run_dir, echo
         self.finished = 0
+        self.collector = results.Collector(run_dir, spec.name)
         self.last_collect = time.monotonic()
         self.start = time.monotonic()
 
@@ -216,7 +217,7 @@ class Progress(tune.Callback):
 
     def _collect(self) -> None:
         self.last_collect = time.monotonic()
-        collect(self.spec, self.run_dir)
+        collect(self.spec, self.run_dir, self.collector)
 
 
 def run(
@@ -240,11 +241,11 @@ def run(
     return run_dir
 
 
-def collect(spec: SweepSpec, run_dir: Path) -> None:
+def collect(spec: SweepSpec, run_dir: Path, collector: results.Collector | None = None) -> None:
     """Write the tables from Ray's experiment, wherever the storage is."""
     if spec.is_remote_storage:
         storage.pull_results(f"{spec.storage_uri}/{EXPERIMENT}", run_dir / EXPERIMENT)
-    results.collect(run_dir, spec.name)
+    (collector or results.Collector(run_dir, spec.name))()
     if spec.is_remote_storage:
         storage.push_outputs(run_dir, spec.storage_uri)
 

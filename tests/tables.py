@@ -99,6 +99,8 @@ def trial_rows(rows: list[dict[str, Any]], sweep: str = "hand") -> pd.DataFrame:
             **{f"{kind}_{m}": np.nan for kind in ("final", "best") for m in METRICS},
             "steps_done": config["steps"],
             "wall_s": 1.0,
+            "started_at": 1.8e9,
+            "ended_at": 1.8e9 + 1.0,
             "device_used": "cpu",
             "node": "node-0",
             "node_ip": "127.0.0.1",
@@ -336,6 +338,8 @@ def _trials_table(
     steps_done[sim["error"]] = 0
     frame["steps_done"] = steps_done.ravel()
     frame["wall_s"] = sim["wall_s"][rows, :, last].ravel()
+    frame["started_at"] = 1.8e9 + np.arange(len(frame), dtype=float)
+    frame["ended_at"] = frame["started_at"] + frame["wall_s"]
     frame["device_used"] = "cpu"
     frame["node"] = "node-0"
     frame["node_ip"] = "127.0.0.1"  # schema columns not in TRIAL_COLUMNS are dropped below

@@ -32,22 +32,39 @@ for _name, _metric in {
 }.items():
     register(METRICS, _name)(_metric)
 
-# The public API. Imported after METRICS exists: `evaluate` reads it at import time.
-from ganlab.metrics.cache import cache_dir  # noqa: E402
-from ganlab.metrics.classifier import SmallCNN, load_classifier, train_classifier  # noqa: E402
-from ganlab.metrics.evaluate import Evaluator, Protocol  # noqa: E402
-from ganlab.metrics.extractors import EXTRACTORS, Extractor, load_extractor  # noqa: E402
-from ganlab.metrics.features import Features  # noqa: E402
-from ganlab.metrics.frechet import (  # noqa: E402
-    Statistics,
-    features_to_statistics,
-    statistics_to_frechet,
-)
-from ganlab.metrics.inception_score import probabilities_to_inception_score  # noqa: E402
-from ganlab.metrics.kid import features_to_kid  # noqa: E402
-from ganlab.metrics.modes import class_mode_statistics, mixture_mode_statistics  # noqa: E402
-from ganlab.metrics.prdc import features_to_prdc  # noqa: E402
-from ganlab.metrics.reference import Reference, reference_statistics  # noqa: E402
+# The public API, imported on first use: `ganlab.metrics.METRICS` stays cheap to import (the
+# results tables and the report need only the names), while the extractors pull in torch.
+_LAZY = {
+    "EXTRACTORS": "ganlab.metrics.extractors",
+    "Evaluator": "ganlab.metrics.evaluate",
+    "Extractor": "ganlab.metrics.extractors",
+    "Features": "ganlab.metrics.features",
+    "Protocol": "ganlab.metrics.evaluate",
+    "Reference": "ganlab.metrics.reference",
+    "SmallCNN": "ganlab.metrics.classifier",
+    "Statistics": "ganlab.metrics.frechet",
+    "cache_dir": "ganlab.metrics.cache",
+    "class_mode_statistics": "ganlab.metrics.modes",
+    "features_to_kid": "ganlab.metrics.kid",
+    "features_to_prdc": "ganlab.metrics.prdc",
+    "features_to_statistics": "ganlab.metrics.frechet",
+    "load_classifier": "ganlab.metrics.classifier",
+    "load_extractor": "ganlab.metrics.extractors",
+    "mixture_mode_statistics": "ganlab.metrics.modes",
+    "probabilities_to_inception_score": "ganlab.metrics.inception_score",
+    "reference_statistics": "ganlab.metrics.reference",
+    "statistics_to_frechet": "ganlab.metrics.frechet",
+    "train_classifier": "ganlab.metrics.classifier",
+}
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'ganlab.metrics' has no attribute {name!r}")
+
 
 __all__ = [
     "EXTRACTORS",
