@@ -1,0 +1,74 @@
+"""The command line: `ganlab trial`, `ganlab results` and `ganlab report` as users call them."""
+
+import pandas as pd
+import pytest
+from tables import make_run
+
+from ganlab import results
+from ganlab.cli import main
+
+
+def test_trial_shows_progress_and_a_summary_per_seed(capsys):
+    code = main(["trial", "--steps", "20", "--eval-every", "10", "--width", "16", "--seeds",
+                 "3,4", "--n-eval", "100", "--lr-g", "5e-4"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0
+    progress = [line for line in out.splitlines() if line.startswith("step")]
+    assert [line.split()[1] for line in progress] == ["0", "10", "20"]
+    table = [line.split() for line in out.splitlines() if line.strip()]
+    rows = {cells[0]: cells for cells in table if cells[0] in ("3", "4")}
+    assert set(rows) == {"3", "4"} and all(r[2] == "20" for r in rows.values())
+    assert "objective (fid, median over seeds)" in out
+
+
+def test_trial_reads_a_yaml_file_and_flags_override_it(tmp_path, capsys):
+    path = tmp_path / "t.yaml"
+    path.write_text("steps: 1000\neval_every: 5\nwidth: 8\nseeds: [0]\nn_eval: 50\n")
+    assert main(["trial", "--config", str(path), "--steps", "5"]) == 0
+    out = capsys.readouterr().out
+    assert "seeds [0], 5 steps" in out
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["trial", "--loss", "hinged"], "loss: 'hinged' is not one of"),
+        (["trial", "--lr-g", "fast"], "lr_g: expected float, got 'fast'"),
+        (["trial", "--steps", "0"], "steps: must be at least 1"),
+    ],
+)
+def test_trial_rejects_bad_flags_with_exit_2(argv, message, capsys):
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_results_prints_the_best_configurations_and_filters(tmp_path, capsys):
+    run = make_run(tmp_path / "run", n_configs=6, seeds=2, evals=4)
+    trials, _ = results.load(run)
+    assert main(["results", str(run), "--top", "3"]) == 0
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 1 + 3  # header and three configurations
+    best = results.summarise(trials).iloc[0]
+    assert lines[1].split()[0] == best.trial_id
+    loss = trials.loss.iloc[0]
+    assert (
+        main(["results", str(run), "--seeds", "--where", f"loss == '{loss}'", "--top", "99"]) == 0
+    )
+    shown = capsys.readouterr().out.strip().splitlines()[1:]
+    assert len(shown) == (trials.loss == loss).sum()
+
+
+def test_results_rejects_a_bad_query_and_a_missing_run(tmp_path, capsys):
+    run = make_run(tmp_path / "run", n_configs=2, seeds=2, evals=2)
+    assert main(["results", str(run), "--where", "los == 1"]) == 2
+    assert "--where 'los == 1'" in capsys.readouterr().err
+    assert main(["results", str(tmp_path / "nothing")]) == 2
+    assert "no trials.parquet" in capsys.readouterr().err
+
+
+def test_report_writes_html_beside_the_tables(tmp_path, capsys):
+    run = make_run(tmp_path / "run", n_configs=4, seeds=2, evals=3)
+    assert main(["report", str(run)]) == 0
+    html = (run / "report.html").read_text()
+    assert html.count("plotly-graph-div") >= 8 and "<script src=" not in html  # offline
+    assert pd.read_parquet(run / "trials.parquet").shape[0] == 8  # the tables are untouched
