@@ -20,8 +20,16 @@ import yaml
 
 SWEEP = {
     "name": "overhead",
-    "base": {"dataset": "ring8", "arch": "mlp", "width": 128, "depth": 3, "z_dim": 16,
-             "batch_size": 128, "eval_every": 250, "n_eval": 2500},  # fmt: skip
+    "base": {
+        "dataset": "ring8",
+        "arch": "mlp",
+        "width": 128,
+        "depth": 3,
+        "z_dim": 16,
+        "batch_size": 128,
+        "eval_every": 250,
+        "n_eval": 2500,
+    },
     "seeds": 3,
     "search_alg": "grid",
     "scheduler": "none",
