@@ -29,8 +29,8 @@ SAMPLES = "samples.parquet"
 STATUSES = ("completed", "diverged", "collapsed", "pruned", "error")
 CONFIG_COLUMNS = tuple(f.name for f in dataclasses.fields(TrialConfig) if f.name != "seeds")
 METRIC_NAMES = tuple(METRICS)
-SIGNALS = ("loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g",
-           "wall_s", "samples_per_s")  # fmt: skip
+PER_SEED_SIGNALS = ("loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g")
+SIGNALS = PER_SEED_SIGNALS + ("wall_s", "samples_per_s")  # the last two are per trial
 
 TRIAL_COLUMNS = (
     ("sweep", "trial_id", "config_id", "seed")
@@ -228,7 +228,7 @@ def _metric_rows(reports: list[dict], sweep: str) -> list[dict]:
             row = {"sweep": sweep, "trial_id": report["trial_id"], "config_id": config_id,
                    "seed": int(seed), "step": report["step"], "diverged": values["diverged"],
                    "objective": report["objective"], "div_rate": report["div_rate"]}  # fmt: skip
-            row.update({k: values.get(k, math.nan) for k in METRIC_NAMES + SIGNALS[:-2]})
+            row.update({k: values.get(k, math.nan) for k in METRIC_NAMES + PER_SEED_SIGNALS})
             row.update(wall_s=report["wall_s"], samples_per_s=report["samples_per_s"])
             rows.append(row)
     return rows
