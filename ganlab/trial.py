@@ -30,7 +30,6 @@ from ganlab.penalties import PENALTIES
 Report = Callable[[dict[str, Any]], None]
 
 SIGNALS = ("loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g")
-ADAM_SPEED = {"foreach": True}
 EVAL_SEED_OFFSET = 1_000_003  # evaluation draws from its own generator, apart from training's
 
 
@@ -108,8 +107,10 @@ class Trial:
             seed=seed,
             g=g,
             d=d,
-            opt_g=torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=betas, **ADAM_SPEED),
-            opt_d=torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=betas, **ADAM_SPEED),
+            # fused: one kernel per parameter, where the default runs a dozen ops on each; on
+            # small models that was the largest cost of a step.
+            opt_g=torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=betas, fused=True),
+            opt_d=torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=betas, fused=True),
             g_ema=copy.deepcopy(g).requires_grad_(False) if cfg.ema > 0 else None,
             rng=torch.Generator(self.device).manual_seed(seed),
             eval_rng=torch.Generator(self.device).manual_seed(seed + EVAL_SEED_OFFSET),
@@ -167,9 +168,9 @@ class Trial:
         s.opt_g.step()
         if s.g_ema is not None:
             _ema_update(s.g_ema, s.g, cfg.ema)
-        signals = torch.stack(
-            [d_loss, g_loss, d_real.mean(), d_fake.mean(), _grad_norm(s.d_params), _grad_norm(s.g_params)]
-        ).detach()  # fmt: skip
+        grad_d, grad_g = _grad_norm(s.d_params), _grad_norm(s.g_params)
+        signals = torch.stack([d_loss, g_loss, d_real.mean(), d_fake.mean(), grad_d, grad_g])
+        signals = signals.detach()
         # One comparison per step: NaN fails it, and so does ±inf against a finite limit.
         if not bool((signals.abs() <= self._limits).all()):
             s.diverged_step = self.step
