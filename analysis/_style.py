@@ -18,6 +18,19 @@ def color(i: int, alpha: float | None = None) -> str:
     return f"rgb({r},{g},{b})" if alpha is None else f"rgba({r},{g},{b},{alpha})"
 
 
+def points_box(y, i: int, **extra) -> go.Box:
+    """Every point over a transparent box of its group's quartiles, in the `i`-th colour."""
+    style = {
+        "boxpoints": "all",
+        "jitter": 0.5,
+        "pointpos": 0,
+        "marker": {"size": 4, "opacity": 0.6},
+        "marker_color": color(i),
+        "fillcolor": "rgba(0,0,0,0)",
+    }
+    return go.Box(y=y, **{**style, **extra})
+
+
 def wants_log(values: np.ndarray | pd.Series, span: float = 100.0) -> bool:
     """A log axis where the values are positive and spread over more than `span`×."""
     x = np.asarray(values, dtype=float)

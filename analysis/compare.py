@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import plotly.graph_objects as go
 
-from analysis._style import base_layout, color, empty_figure, wants_log
+from analysis._style import base_layout, color, empty_figure, points_box, wants_log
 from analysis.aggregate import BudgetCurve, budget_curves, is_better, per_trial
 from analysis.summary import SummaryInfo
 
@@ -138,16 +138,12 @@ def plot_objective_per_loss(info: PerLossInfo) -> go.Figure:
     fig = go.Figure()
     for r, (run, rows) in enumerate(zip(info.runs, info.objectives, strict=True)):
         fig.add_trace(
-            go.Box(
+            points_box(
+                rows["objective"].to_numpy(),
+                r,
                 x=rows["loss"].to_numpy(),
-                y=rows["objective"].to_numpy(),
                 name=run,
-                boxpoints="all",
                 jitter=0.4,
-                pointpos=0,
-                marker={"size": 4, "opacity": 0.6},
-                marker_color=color(r),
-                fillcolor="rgba(0,0,0,0)",
                 offsetgroup=str(r),
             )
         )

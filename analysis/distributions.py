@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analysis._style import base_layout, color, empty_figure, wants_log
+from analysis._style import base_layout, empty_figure, points_box, wants_log
 from analysis.aggregate import format_value, is_better, per_trial
 
 GROUPINGS = ("loss", "arch", "penalty")
@@ -63,16 +63,12 @@ def plot_distribution(info: DistributionInfo) -> go.Figure:
             here = info.trials[g] == value
             rows = info.trials[here & ~penalised]
             fig.add_trace(
-                go.Box(
-                    y=rows["objective"].to_numpy(),
+                points_box(
+                    rows["objective"].to_numpy(),
+                    i,
                     name=format_value(value),
-                    boxpoints="all",
-                    jitter=0.5,
-                    pointpos=0,
                     marker={"size": 5, "opacity": 0.6},
                     line={"width": 1.5},
-                    fillcolor="rgba(0,0,0,0)",
-                    marker_color=color(i),
                     text=rows["trial_id"].to_numpy(),
                     showlegend=False,
                     hovertemplate=f"{g}={format_value(value)}<br>%{{text}}<br>"

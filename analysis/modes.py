@@ -8,7 +8,14 @@ import pandas as pd
 import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
-from analysis._style import base_layout, color, config_hover, config_label, empty_figure
+from analysis._style import (
+    base_layout,
+    color,
+    config_hover,
+    config_label,
+    empty_figure,
+    points_box,
+)
 from analysis.aggregate import NO_METRICS, format_value, parameter_bins, searched_parameters
 
 MODE_METRICS = {"modes": "modes captured", "hq": "high-quality share"}
@@ -144,17 +151,7 @@ def plot_modes_per_loss(info: ModesPerLossInfo | None) -> go.Figure:
         for i, loss in enumerate(info.order):
             rows = info.seeds[info.seeds["loss"] == loss]
             fig.add_trace(
-                go.Box(
-                    y=rows[f"final_{m}"].to_numpy(),
-                    name=loss,
-                    boxpoints="all",
-                    jitter=0.5,
-                    pointpos=0,
-                    marker={"size": 4, "opacity": 0.6},
-                    marker_color=color(i),
-                    fillcolor="rgba(0,0,0,0)",
-                    showlegend=False,
-                ),
+                points_box(rows[f"final_{m}"].to_numpy(), i, name=loss, showlegend=False),
                 row=1,
                 col=c,
             )
