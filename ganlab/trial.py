@@ -10,8 +10,6 @@ other seeds go on. The objective handed to schedulers and searchers is always fi
 """
 
 import copy
-import math
-import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -24,18 +22,14 @@ from ganlab import data as datasets
 from ganlab import models
 from ganlab.config import TrialConfig
 from ganlab.losses import LOSSES
-from ganlab.metrics import METRICS, Evaluator
+from ganlab.metrics import Evaluator
+from ganlab.objective import is_collapsed, robust_objective
 from ganlab.penalties import PENALTIES
 
 Report = Callable[[dict[str, Any]], None]
 
 SIGNALS = ("loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g")
 EVAL_SEED_OFFSET = 1_000_003  # evaluation draws from its own generator, apart from training's
-
-
-def collapse_threshold(n_modes: int) -> float:
-    """A seed has collapsed when it captures at most this many modes (1 of 8, 2 of 25, ...)."""
-    return max(1.0, math.floor(n_modes / 10))
 
 
 def resolve_device(name: str) -> torch.device:
@@ -216,8 +210,9 @@ class Trial:
             return {"diverged": True, "diverged_step": s.diverged_step}
         self.samples[s.seed] = fake[: self.config.sample_keep].cpu()
         metrics = self.evaluator(fake)
-        if "modes" in metrics and self.data.n_modes > 1:
-            metrics["collapsed"] = metrics["modes"] <= collapse_threshold(self.data.n_modes)
+        collapsed = is_collapsed(metrics, self.data.n_modes)
+        if collapsed is not None:
+            metrics["collapsed"] = collapsed
         metrics.update(self._take_signals(s))
         metrics["diverged"] = False
         return metrics
@@ -263,16 +258,6 @@ class Trial:
         self.samples = dict(state["samples"])
         for s, saved in zip(self.seeds, state["seeds"], strict=True):
             _load_seed_state(s, saved)
-
-
-def robust_objective(per_seed: dict[str, dict[str, Any]], metric: str, mode: str) -> float:
-    """Median over seeds of `metric`, a diverged seed counted as the metric's finite worst."""
-    worst = METRICS[metric].worst
-    values = []
-    for result in per_seed.values():
-        value = result.get(metric, worst)
-        values.append(value if math.isfinite(value) else worst)
-    return float(statistics.median(values))
 
 
 def _grad_norm(params: list[Tensor]) -> Tensor:

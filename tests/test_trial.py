@@ -7,8 +7,9 @@ import torch
 from ganlab.config import TrialConfig
 from ganlab.losses import LOSSES
 from ganlab.models import ARCHITECTURES
+from ganlab.objective import robust_objective
 from ganlab.penalties import PENALTIES
-from ganlab.trial import Trial, robust_objective
+from ganlab.trial import Trial
 
 TINY = {"width": 8, "depth": 1, "z_dim": 4, "batch_size": 8, "n_eval": 50, "sample_keep": 4}
 
