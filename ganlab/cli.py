@@ -1,7 +1,8 @@
 """`ganlab`: the command line, a thin face over trial, sweep, results and analysis.
 
-Bad input (a config or sweep file that cannot run) exits with code 2 before any work starts,
-naming the file and the field; nothing is written.
+Bad input (a config or sweep file that cannot run, a flag that cannot apply) exits with code 2
+before any work starts, naming the file and the field; nothing is written. Anything else is not
+the user's input: its traceback is shown and the exit code is 1.
 """
 
 import argparse
@@ -13,9 +14,14 @@ from typing import Any
 import yaml
 
 from ganlab.config import ConfigError, TrialConfig
-from ganlab.spec import read_yaml
+from ganlab.spec import BadInput, read_file
+from ganlab.yamlfile import YamlError, read_yaml
 
 EXIT_BAD_INPUT = 2
+
+
+class UsageError(BadInput):
+    """A command line that cannot run as given."""
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -23,9 +29,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.command(args)
-    except (ConfigError, ValueError, FileNotFoundError) as error:
-        if not getattr(error, "bad_input", True):
-            raise
+    except BadInput as error:
         print(f"ganlab {args.name}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
 
@@ -75,39 +79,38 @@ def _trial(args: argparse.Namespace) -> int:
 
     values: dict[str, Any] = {}
     if args.config:
-        values = _read_mapping(args.config)
+        values = read_file(args.config)
+        if not isinstance(values, dict):
+            raise UsageError(f"{args.config}: must be a mapping of trial fields")
     for f in dataclasses.fields(TrialConfig):
         text = getattr(args, f"field_{f.name}")
         if text is not None:
-            values[f.name] = _parse_flag(text)
+            values[f.name] = _parse_flag(f.name, text)
     try:
         config = TrialConfig.from_dict(values)
     except ConfigError as error:
         where = f"{args.config}: " if args.config else ""
-        raise ConfigError(error.field, f"{where}{str(error).split(': ', 1)[1]}") from None
+        raise UsageError(f"{where}{error}") from None
     print(f"trial: {config.dataset} / {config.arch} / {config.loss} / {config.penalty}, "
           f"seeds {list(config.seeds)}, {config.steps} steps")  # fmt: skip
-    trial = Trial(config, report=_print_progress)
+    try:
+        trial = Trial(config, report=_print_progress)
+    except FileNotFoundError as error:  # the data set is not where `data_dir` says
+        raise UsageError(str(error)) from None
     trial.run()
     print(format_seed_summary(trial.history, config.metric))
     return 0
 
 
-def _read_mapping(path: Path) -> dict[str, Any]:
-    try:
-        values = read_yaml(path.read_text())
-    except (OSError, yaml.YAMLError) as error:
-        raise ValueError(f"{path}: cannot read it as YAML ({error})") from None
-    if not isinstance(values, dict):
-        raise ValueError(f"{path}: must be a mapping of trial fields")
-    return values
-
-
-def _parse_flag(text: str) -> Any:
+def _parse_flag(name: str, text: str) -> Any:
     """Flag text as YAML would read it: numbers, booleans, null, and comma lists for seeds."""
-    value = read_yaml(text)
-    if isinstance(value, str) and "," in value:
-        return [read_yaml(part) for part in value.split(",")]
+    try:
+        value = read_yaml(text)
+        if isinstance(value, str) and "," in value:
+            return [read_yaml(part) for part in value.split(",")]
+    except (YamlError, yaml.YAMLError) as error:
+        problem = error.message if isinstance(error, YamlError) else str(error)
+        raise UsageError(f"--{name.replace('_', '-')} {text!r}: {problem}") from None
     return value
 
 
@@ -144,23 +147,17 @@ def format_seed_summary(history: list[dict[str, Any]], metric: str) -> str:
 def _sweep(args: argparse.Namespace) -> int:
     from ganlab import spec as specs
 
-    try:
-        spec = specs.load(args.file, smoke=args.smoke, num_samples=args.num_samples,
-                          data_dir=args.data_dir, storage=args.storage)  # fmt: skip
-    except specs.SpecError as error:
-        print(f"ganlab sweep: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    if args.resume and args.num_samples is not None:
+        raise UsageError(f"{args.file}: --num-samples cannot change a sweep being resumed: "
+                         "--resume runs the samples it was started with")  # fmt: skip
+    spec = specs.load(args.file, smoke=args.smoke, num_samples=args.num_samples,
+                      data_dir=args.data_dir, storage=args.storage)  # fmt: skip
     if args.smoke:
         spec = dataclasses.replace(spec, name=f"{spec.name}-smoke")
 
     from ganlab import storage, sweep
 
-    try:
-        sweep.check_run_dir(spec, args.resume)
-        sweep.check_storage(spec, args.address)
-    except sweep.SweepError as error:
-        print(f"ganlab sweep: error: {error}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    sweep.check(spec, args.resume, args.address)
     run_dir = sweep.run(spec, address=args.address, resume=args.resume)
     print(format_sweep_summary(run_dir, spec))
     if not args.no_report:
@@ -168,7 +165,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
         print(f"report: {write_report(run_dir, progress=print)}")
         if spec.is_remote_storage:
-            storage.push_outputs(run_dir, spec.storage_uri)
+            storage.push(run_dir, spec.storage_uri, ["report.html"])
             print(f"tables and report copied to {spec.storage_uri}")
     return 0
 
@@ -184,7 +181,8 @@ def format_sweep_summary(run_dir: Path, spec: Any, top: int = 5) -> str:
              configs.to_string(index=False), "",
              f"trials: {trials.trial_id.nunique()}, seed runs: {len(trials)}, "
              f"diverged: {(trials.status == 'diverged').mean():.1%}, "
-             f"collapsed: {(trials.status == 'collapsed').mean():.1%}",
+             f"collapsed: {(trials.status == 'collapsed').mean():.1%}, "
+             f"error: {(trials.status == 'error').mean():.1%}",
              f"tables: {run_dir / results.TRIALS}, {run_dir / results.METRICS_TABLE}"]  # fmt: skip
     journal = run_dir / "optuna-journal.log"
     if journal.exists():
@@ -198,23 +196,32 @@ def format_sweep_summary(run_dir: Path, spec: Any, top: int = 5) -> str:
 def _results(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from ganlab import results
+    from ganlab import query, results
 
+    _require_run(args.run_dir)
     trials, _ = results.load(args.run_dir)
     if args.where:
-        try:
-            trials = trials.query(args.where)
-        except Exception as error:  # pandas raises many kinds for a bad expression
-            raise ValueError(f"--where {args.where!r}: {error}") from None
+        trials = query.select(trials, args.where)
     table = trials if args.seeds else results.summarise(trials)
     with pd.option_context("display.max_columns", None, "display.width", 200):
         print(table.head(args.top).to_string(index=False))
     return 0
 
 
+def _require_run(run_dir: Path) -> None:
+    from ganlab import results
+
+    missing = [n for n in (results.TRIALS, results.METRICS_TABLE) if not (run_dir / n).exists()]
+    if missing:
+        raise UsageError(f"{run_dir}: no {', '.join(missing)} (run `ganlab sweep` first)")
+
+
 def _report(args: argparse.Namespace) -> int:
     from analysis import report
 
+    for run_dir in (args.run_dir, args.compare):
+        if run_dir is not None:
+            _require_run(run_dir)
     if args.compare:
         out = args.out or args.run_dir / "compare.html"
         print(report.write_comparison(args.run_dir, args.compare, out))

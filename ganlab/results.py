@@ -1,24 +1,30 @@
 """The results tables: the schema, atomic writes, and `load` for pandas users.
 
-Three parquet files sit in a run directory:
+Three parquet tables sit in a run directory:
 
 - `trials.parquet`: one row per (trial, seed) with every configuration field as a typed column.
 - `metrics.parquet`: long form, one row per (trial, seed, evaluation step).
 - `samples.parquet`: samples each seed drew at its last evaluation (and real ones per dataset).
+
+A sweep writes each table as a directory of parts, one per trial (`trials.parquet/<trial
+id>.parquet`), merged into segments once trials finish (`ganlab.tableparts`), so that collecting
+a changed trial rewrites only its own rows; `load` reads such a directory as one table. A table
+may also be a single file. Every file is written through a temporary file and a rename, so a
+reader never sees half of one.
 """
 
 import dataclasses
 import hashlib
 import json
-import math
 import os
-import subprocess
-import tempfile
+import types
+import typing
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
-from ganlab import __version__
+from ganlab import tableparts
 from ganlab.config import TrialConfig
 from ganlab.metrics import METRICS
 
@@ -35,7 +41,7 @@ SIGNALS = PER_SEED_SIGNALS + ("wall_s", "samples_per_s")  # the last two are per
 TRIAL_COLUMNS = (
     ("sweep", "trial_id", "config_id", "seed")
     + CONFIG_COLUMNS
-    + ("status", "diverged_step", "objective", "div_rate")
+    + ("status", "error", "diverged_step", "objective", "div_rate")
     + tuple(f"final_{m}" for m in METRIC_NAMES)
     + tuple(f"best_{m}" for m in METRIC_NAMES)
     + (
@@ -60,6 +66,41 @@ METRIC_COLUMNS = (
 SAMPLE_COLUMNS = (
     "sweep", "trial_id", "config_id", "seed", "step", "source", "dataset", "shape", "values",
 )  # fmt: skip
+REAL_SAMPLES_PART = "real-"  # parts of the samples table holding a data set's real samples
+
+_ARROW_TYPES = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
+_NAMED_TYPES = {
+    "seed": pa.int64(), "step": pa.int64(), "diverged_step": pa.int64(),
+    "steps_done": pa.int64(), "diverged": pa.bool_(), "shape": pa.list_(pa.int64()),
+    "values": pa.list_(pa.float32()),
+}  # fmt: skip
+NULLABLE_INTS = ("diverged_step", "n_eval")  # read back as pandas' Int64
+
+
+def _config_type(name: str) -> pa.DataType:
+    hint = typing.get_type_hints(TrialConfig)[name]
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
+    return _ARROW_TYPES[next(o for o in options if o is not type(None))]
+
+
+def _schema(columns: tuple[str, ...]) -> pa.Schema:
+    def kind(name: str) -> pa.DataType:
+        if name in _NAMED_TYPES:
+            return _NAMED_TYPES[name]
+        if name in CONFIG_COLUMNS:
+            return _config_type(name)
+        numeric = name in METRIC_NAMES + SIGNALS or name.startswith(("final_", "best_"))
+        numeric = numeric or name in ("objective", "div_rate", "started_at", "ended_at")
+        return pa.float64() if numeric else pa.string()
+
+    return pa.schema([(name, kind(name)) for name in columns])
+
+
+SCHEMAS = {
+    TRIALS: _schema(TRIAL_COLUMNS),
+    METRICS_TABLE: _schema(METRIC_COLUMNS),
+    SAMPLES: _schema(SAMPLE_COLUMNS),
+}
 
 
 def config_columns(trials: pd.DataFrame) -> list[str]:
@@ -68,17 +109,26 @@ def config_columns(trials: pd.DataFrame) -> list[str]:
 
 
 def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> None:
-    """Write parquet through a temporary file and a rename: readers never see half a table."""
+    """Write one parquet file atomically (a temporary file, then a rename)."""
+    tableparts.write_atomic(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def write_part(table_dir: Path, name: str, rows: list[dict] | pa.Table) -> Path:
+    """Write one part (a trial's rows) of a table kept as a directory of parts."""
+    schema = SCHEMAS[table_dir.name]
+    table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=schema)
+    return tableparts.write_part(table_dir, name, table, schema)
+
+
+def read_table(path: str | os.PathLike, trial_ids: set[str] | None = None) -> pd.DataFrame:
+    """A table from its file, or from its directory of parts (`ganlab.tableparts`); only the
+    rows of `trial_ids` where given."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        frame.to_parquet(tmp, index=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    if path.is_file():
+        frame = pd.read_parquet(path)
+        return frame if trial_ids is None else frame[frame.trial_id.isin(trial_ids)]
+    frame = tableparts.read(path, SCHEMAS[path.name], trial_ids).to_pandas()
+    return frame.astype({c: "Int64" for c in NULLABLE_INTS if c in frame.columns})
 
 
 def load(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -87,206 +137,27 @@ def load(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     missing = [name for name in (TRIALS, METRICS_TABLE) if not (run_dir / name).exists()]
     if missing:
         raise FileNotFoundError(f"{run_dir}: no {', '.join(missing)} (run `ganlab sweep` first)")
-    return pd.read_parquet(run_dir / TRIALS), pd.read_parquet(run_dir / METRICS_TABLE)
+    return read_table(run_dir / TRIALS), read_table(run_dir / METRICS_TABLE)
 
 
-def load_samples(run_dir: str | os.PathLike) -> pd.DataFrame:
-    """The samples table; empty (with the schema's columns) where none was saved."""
+def load_samples(run_dir: str | os.PathLike, trial_ids: set[str] | None = None) -> pd.DataFrame:
+    """The samples table (the real samples, and the fakes of `trial_ids` where given); empty,
+    with the schema's columns, where none was saved. With many trials, ask for the ones you
+    show: CIFAR-10 samples take some 2 MB a trial."""
     path = Path(run_dir) / SAMPLES
     if not path.exists():
         return pd.DataFrame(columns=list(SAMPLE_COLUMNS))
-    return pd.read_parquet(path)
-
-
-# --- collecting a run's results from Ray's experiment directory --------------------------------
-
-EXPERIMENT_DIR = "tune"
-REAL_SAMPLES = 512
-
-
-class Collector:
-    """Writes a run's tables from Ray's experiment directory, again and again as it grows.
-
-    Each trial's rows are parsed once per change of its files, and real samples once per
-    dataset, so rewriting the tables after every finished trial stays cheap on long sweeps.
-    """
-
-    def __init__(self, run_dir: str | os.PathLike, sweep: str):
-        self.run_dir, self.sweep = Path(run_dir), sweep
-        self.context = {"sweep": sweep, "ganlab_version": __version__, "git_sha": _git_sha()}
-        self.trials: dict[Path, tuple[tuple, tuple[list, list, list]]] = {}
-        self.real: dict[tuple[str, str], list[dict]] = {}
-
-    def __call__(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        trial_rows, metric_rows, sample_rows = [], [], []
-        for trial_dir in sorted((self.run_dir / EXPERIMENT_DIR).glob("*/")):
-            trial, metric, sample = self._trial(trial_dir)
-            trial_rows += trial
-            metric_rows += metric
-            sample_rows += sample
-        trials = pd.DataFrame(trial_rows, columns=list(TRIAL_COLUMNS))
-        trials = trials.astype({"diverged_step": "Int64"})
-        metrics = pd.DataFrame(metric_rows, columns=list(METRIC_COLUMNS))
-        for key in trials.groupby(["dataset", "data_dir"]).groups if len(trials) else ():
-            if key not in self.real:
-                self.real[key] = _real_sample_rows(*key, self.sweep)
-            sample_rows += self.real[key]
-        write_table(trials, self.run_dir / TRIALS)
-        write_table(metrics, self.run_dir / METRICS_TABLE)
-        samples = pd.DataFrame(sample_rows, columns=list(SAMPLE_COLUMNS))
-        write_table(samples, self.run_dir / SAMPLES)
-        return trials, metrics
-
-    def _trial(self, trial_dir: Path) -> tuple[list, list, list]:
-        files = [trial_dir / "result.json", trial_dir / "error.txt"]
-        files += sorted(trial_dir.glob("checkpoint_*/samples.pt"))[-1:]
-        signature = tuple((f.name, f.stat().st_mtime_ns, f.stat().st_size)
-                          for f in files if f.exists())  # fmt: skip
-        cached = self.trials.get(trial_dir)
-        if cached is None or cached[0] != signature:
-            reports = _reports(trial_dir)
-            rows = ([], [], [])
-            if reports:
-                errored = (trial_dir / "error.txt").exists()
-                rows = (_trial_rows(reports, errored, self.context),
-                        _metric_rows(reports, self.sweep),
-                        _sample_rows(trial_dir, reports[-1], self.sweep))  # fmt: skip
-            self.trials[trial_dir] = cached = (signature, rows)
-        return cached[1]
-
-
-def collect(run_dir: str | os.PathLike, sweep: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Read every trial Ray recorded under `run_dir/tune` and write the three tables."""
-    return Collector(run_dir, sweep)()
-
-
-def _reports(trial_dir: Path) -> list[dict]:
-    """The trial's reports in step order; a step reported again after a restore counts once."""
-    path = trial_dir / "result.json"
-    if not path.exists():
-        return []
-    by_step = {}
-    for line in path.read_text().splitlines():
-        try:
-            report = json.loads(line)
-        except json.JSONDecodeError:  # a line being written right now
-            continue
-        if "seeds" in report:
-            by_step[report["step"]] = report
-    return [by_step[step] for step in sorted(by_step)]
-
-
-def _trial_rows(reports: list[dict], errored: bool, context: dict) -> list[dict]:
-    last = reports[-1]
-    config = last["trial_config"]
-    config_id = config_hash(config)
-    rows = []
-    for seed, final in last["seeds"].items():
-        per_step = [r["seeds"][seed] for r in reports]
-        row = {**context, "trial_id": last["trial_id"], "config_id": config_id, "seed": int(seed)}
-        row.update({k: v for k, v in config.items() if k != "seeds"})
-        row.update(
-            status=_status(final, last, errored, config["steps"]),
-            diverged_step=final.get("diverged_step") if final["diverged"] else None,
-            objective=last["objective"],
-            div_rate=last["div_rate"],
-            steps_done=final.get("diverged_step") or last["step"],
-            wall_s=last["wall_s"],
-            started_at=reports[0].get("started_at", math.nan),
-            ended_at=last.get("reported_at", math.nan),
-            device_used=last.get("device", ""),
-            node=last.get("node_id", ""),
-            node_ip=last.get("node_ip", ""),
-            protocol=last.get("protocol", ""),
-        )
-        for name, metric in METRICS.items():
-            values = [m[name] for m in per_step if name in m]
-            row[f"final_{name}"] = values[-1] if values else math.nan
-            best = min if metric.mode == "min" else max
-            row[f"best_{name}"] = best(values) if values else math.nan
-        rows.append(row)
-    return rows
-
-
-def _status(final: dict, last: dict, errored: bool, steps: int) -> str:
-    if final["diverged"]:
-        return "diverged"
-    if errored and last["step"] < steps:
-        return "error"
-    if final.get("collapsed"):
-        return "collapsed"
-    return "completed" if last["step"] >= steps else "pruned"
-
-
-def _metric_rows(reports: list[dict], sweep: str) -> list[dict]:
-    rows = []
-    config_id = config_hash(reports[-1]["trial_config"])
-    for report in reports:
-        for seed, values in report["seeds"].items():
-            if values["diverged"] and values.get("diverged_step", 0) < report["step"]:
-                continue  # a seed's rows end at the step it diverged
-            row = {"sweep": sweep, "trial_id": report["trial_id"], "config_id": config_id,
-                   "seed": int(seed), "step": report["step"], "diverged": values["diverged"],
-                   "objective": report["objective"], "div_rate": report["div_rate"]}  # fmt: skip
-            row.update({k: values.get(k, math.nan) for k in METRIC_NAMES + PER_SEED_SIGNALS})
-            row.update(wall_s=report["wall_s"], samples_per_s=report["samples_per_s"])
-            rows.append(row)
-    return rows
-
-
-def _sample_rows(trial_dir: Path, last: dict, sweep: str) -> list[dict]:
-    checkpoints = sorted(trial_dir.glob("checkpoint_*/samples.pt"))
-    if not checkpoints:
-        return []
-    import torch
-
-    samples = torch.load(checkpoints[-1], weights_only=False)
-    config_id = config_hash(last["trial_config"])
-    return [
-        {
-            "sweep": sweep,
-            "trial_id": last["trial_id"],
-            "config_id": config_id,
-            "seed": seed,
-            "step": last["step"],
-            "source": "fake",
-            "dataset": last["trial_config"]["dataset"],
-            "shape": list(x.shape),
-            "values": x.flatten().float().tolist(),
-        }
-        for seed, x in samples.items()
-    ]
-
-
-def _real_sample_rows(name: str, data_dir: str, sweep: str) -> list[dict]:
-    import torch
-
-    from ganlab import data
-
-    try:
-        x = data.load(name, data_dir).sample(REAL_SAMPLES, torch.Generator().manual_seed(0))
-    except FileNotFoundError:
-        return []
-    return [{"sweep": sweep, "trial_id": "", "config_id": "", "seed": -1, "step": 0,
-             "source": "real", "dataset": name, "shape": list(x.shape),
-             "values": x.flatten().tolist()}]  # fmt: skip
+    if trial_ids is not None and path.is_dir():
+        trial_ids = set(trial_ids) | {p.stem for p in path.glob(f"{REAL_SAMPLES_PART}*")}
+    elif trial_ids is not None:
+        trial_ids = set(trial_ids) | {""}
+    return read_table(path, trial_ids)
 
 
 def config_hash(config: dict) -> str:
     """Identifies a configuration regardless of its seeds."""
     without_seeds = {k: v for k, v in sorted(config.items()) if k != "seeds"}
     return hashlib.sha1(json.dumps(without_seeds, sort_keys=True).encode()).hexdigest()[:12]
-
-
-def _git_sha() -> str:
-    try:
-        out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
-            text=True, timeout=5, check=True,
-        )  # fmt: skip
-    except (OSError, subprocess.SubprocessError):
-        return ""
-    return out.stdout.strip()
 
 
 def summarise(trials: pd.DataFrame) -> pd.DataFrame:

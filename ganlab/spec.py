@@ -5,6 +5,7 @@ what was wrong and what is allowed; the CLI turns it into exit code 2 with nothi
 """
 
 import dataclasses
+import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -13,8 +14,10 @@ from typing import Any
 
 import yaml
 
-from ganlab.config import ConfigError, TrialConfig
+from ganlab.config import OBJECTIVE_MODES, ConfigError, TrialConfig
 from ganlab.metrics import METRICS
+from ganlab.objective import check_direction
+from ganlab.yamlfile import YamlError, read_yaml
 
 SEARCH_ALGS = ("optuna", "random", "grid")
 SCHEDULERS = ("asha", "none")
@@ -31,22 +34,11 @@ SMOKE_BASE = {"steps": 40, "eval_every": 20, "width": 16, "batch_size": 32, "n_e
 SMOKE_TOP = {"num_samples": 2, "seeds": 2, "time_budget": None, "max_concurrent": 2}
 
 
-class Loader(yaml.SafeLoader):
-    """YAML as people write it: `1e-4` is a float (PyYAML alone reads it as a string)."""
+class BadInput(ValueError):
+    """Input a user gave that cannot run (exit code 2 at the command line, nothing written)."""
 
 
-Loader.add_implicit_resolver(
-    "tag:yaml.org,2002:float",
-    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
-    list("-+0123456789"),
-)
-
-
-def read_yaml(text: str):
-    return yaml.load(text, Loader=Loader)
-
-
-class SpecError(ValueError):
+class SpecError(BadInput):
     """A sweep file that cannot run; the message names the file and the field."""
 
     def __init__(self, path: str | Path, field: str, message: str):
@@ -101,6 +93,13 @@ class SweepSpec:
         values = {**self.base, **params, "seeds": list(self.seeds)}
         return TrialConfig.from_dict({**values, "metric": self.metric, "mode": self.mode})
 
+    def record(self) -> dict[str, Any]:
+        """What Ray and Optuna were started with, as JSON values: a resumed sweep must match it
+        (where the file is and where its results go may differ)."""
+        values = dataclasses.asdict(self)
+        del values["path"], values["storage"]
+        return json.loads(json.dumps(values))
+
     @property
     def is_remote_storage(self) -> bool:
         return "://" in self.storage
@@ -133,20 +132,31 @@ def load(
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
+    raw = read_file(path)
+    if not isinstance(raw, dict):
+        raise SpecError(path, "file", "must be a mapping of sweep fields (name, base, search...)")
+    return raw
+
+
+def read_file(path: Path) -> Any:
+    """A YAML file's contents; every problem is a SpecError naming the file."""
     try:
-        text = path.read_text()
+        text = path.read_bytes().decode("utf-8")
     except OSError as error:
         raise SpecError(path, "file", f"cannot read it ({error.strerror})") from None
+    except UnicodeDecodeError as error:
+        byte = error.object[error.start]
+        raise SpecError(path, "file", f"not UTF-8 text (byte {byte:#04x} at offset "
+                        f"{error.start}); save it as UTF-8") from None  # fmt: skip
     try:
-        raw = read_yaml(text)
+        return read_yaml(text)
+    except YamlError as error:
+        raise SpecError(path, error.field, error.message) from None
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(error, "problem", None) or str(error).splitlines()[0]
         raise SpecError(path, "file", f"not valid YAML{where}: {problem}") from None
-    if not isinstance(raw, dict):
-        raise SpecError(path, "file", "must be a mapping of sweep fields (name, base, search...)")
-    return raw
 
 
 def _apply_smoke(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
@@ -206,7 +216,10 @@ def _objective(path: Path, raw: Any) -> tuple[str, str]:
             raise SpecError(path, f"objective.{key}", "unknown field; allowed: metric, mode")
     metric = _choice(path, "objective.metric", raw.get("metric", "fid"), tuple(METRICS))
     default_mode = METRICS[metric].mode
-    mode = _choice(path, "objective.mode", raw.get("mode", default_mode), ("min", "max"))
+    mode = _choice(path, "objective.mode", raw.get("mode", default_mode), OBJECTIVE_MODES)
+    problem = check_direction(metric, mode)
+    if problem:
+        raise SpecError(path, "objective.mode", problem)
     return metric, mode
 
 
@@ -384,9 +397,17 @@ def _time_budget(path: Path, raw: Any) -> float | None:
     return float(raw)
 
 
+STORAGE_SCHEMES = ("s3", "gs", "gcs", "file")  # URIs Ray and pyarrow write to
+
+
 def _storage(path: Path, raw: Any) -> str:
     if not isinstance(raw, str) or not raw:
         raise SpecError(path, "storage", "must be a local path or a URI such as s3://bucket/runs")
+    scheme = raw.split("://", 1)[0] if "://" in raw else None
+    if scheme is not None and scheme not in STORAGE_SCHEMES:
+        allowed = ", ".join(f"{s}://" for s in STORAGE_SCHEMES)
+        raise SpecError(path, "storage", f"{raw!r}: scheme {scheme!r} is not supported; "
+                        f"give a local path or a URI of {allowed}")  # fmt: skip
     return raw
 
 

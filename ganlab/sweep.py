@@ -1,40 +1,63 @@
 """Ray Tune and Optuna glue: the only module that imports Ray.
 
 One Tune trial runs one configuration over the sweep's seeds (`ganlab.trial.Trial`), reports
-after every evaluation with a checkpoint, and resumes from `tune.get_checkpoint()`. Optuna
-searches through Ray's `OptunaSearch` with a define-by-run space (`ganlab.space`), its study kept
-in a journal file in the run directory; ASHA stops poor trials on the robust objective.
+after every evaluation with a checkpoint, and resumes from `tune.get_checkpoint()` (or, where that
+file is unreadable, the checkpoint before it). Optuna searches through Ray's `OptunaSearch` with a
+define-by-run space (`ganlab.space`), its study kept in a journal file in the run directory; ASHA
+stops poor trials on the robust objective. The tables are collected trial by trial from Tune's
+callbacks (`ganlab.collect`); a collection that fails is reported and tried again, and the sweep
+goes on.
 """
 
+import functools
+import json
 import os
+import re
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import optuna
+import pyarrow.fs as pafs
 import ray
 import torch
 from ray import tune
+from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from ganlab import results, storage
+from ganlab import runlock, storage
+from ganlab.collect import (
+    TRIAL_DIR_PREFIX,
+    Changes,
+    CollectError,
+    Collector,
+    TrialSource,
+    error_line,
+    first_line,
+    local,
+)
 from ganlab.space import SearchSpace
-from ganlab.spec import SweepSpec
+from ganlab.spec import BadInput, SweepSpec
 from ganlab.trial import Trial
 
 EXPERIMENT = "tune"  # Ray's experiment directory inside the run directory
 JOURNAL = "optuna-journal.log"
+RECORD = "sweep.json"  # what the sweep was started with, checked by --resume
 STATE_FILE = "state.pt"
 SAMPLES_FILE = "samples.pt"
+CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
 CHECKPOINTS_KEPT = 2
 COLLECT_EVERY_S = 20.0
+RETRY_FIRST_S, RETRY_MAX_S = 5.0, 120.0  # back-off of a collection that failed
+FINAL_ATTEMPTS = 4
+MANY_PENDING = 100  # a collection of this many trials says so first
 SYNC_PERIOD_S = 30  # how often the driver copies trial results to a remote storage
 
 
-class SweepError(RuntimeError):
+class SweepError(BadInput):
     """A sweep that cannot start as asked (exit code 2 at the command line)."""
 
 
@@ -46,18 +69,126 @@ def run_dir_of(spec: SweepSpec) -> Path:
     return Path(spec.storage).expanduser().resolve() / spec.name
 
 
+def check(spec: SweepSpec, resume: bool, address: str | None) -> Path:
+    """Everything a sweep needs before it starts, checked without writing anything; raises
+    SweepError naming the sweep file. Returns the run directory."""
+    run_dir = run_dir_of(spec)
+    check_not_running(spec, run_dir)
+    check_writable(spec, run_dir)
+    check_run_dir(spec, resume)
+    check_resources(spec, address)
+    check_storage(spec, address)
+    return run_dir
+
+
+def check_not_running(spec: SweepSpec, run_dir: Path) -> None:
+    holder = runlock.holder(run_dir)
+    if holder is not None:
+        raise _running(spec, run_dir, holder)
+
+
+def _running(spec: SweepSpec, run_dir: Path, holder: str) -> SweepError:
+    return SweepError(
+        f"{spec.path}: another sweep named {spec.name!r} is running in {run_dir} ({holder}); "
+        "wait for it to end, or give this one another `name`"
+    )
+
+
+def check_writable(spec: SweepSpec, run_dir: Path) -> None:
+    """The run directory (and a `file://` storage) must be a directory this process can write."""
+    places = [run_dir]
+    if spec.storage.startswith("file://"):
+        places.append(Path(spec.storage_uri.removeprefix("file://")))
+    for place in places:
+        existing = place
+        while not existing.exists() and existing != existing.parent:
+            existing = existing.parent
+        if not existing.is_dir():
+            raise SweepError(f"{spec.path}: storage: {existing} is a file, not a directory; "
+                             "set `storage:` (or --storage) to a directory")  # fmt: skip
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise SweepError(f"{spec.path}: storage: cannot write in {existing} (no permission, "
+                             "or a read-only file system); set `storage:` (or --storage) to a "
+                             "directory you can write")  # fmt: skip
+
+
 def check_run_dir(spec: SweepSpec, resume: bool) -> Path:
-    """Refuse to overwrite a previous sweep, and to resume one that is not there."""
+    """Refuse to overwrite a previous sweep, to resume one that is not there, and to resume one
+    as another sweep than it was started as."""
     run_dir = run_dir_of(spec)
     exists = (run_dir / EXPERIMENT).exists() or (run_dir / JOURNAL).exists()
     if spec.is_remote_storage:
         exists = exists or storage.exists(f"{spec.storage_uri}/{EXPERIMENT}")
     if exists and not resume:
-        raise SweepError(f"{spec.storage_uri} holds a sweep already: add --resume to continue "
-                         "it, or give the sweep another `name`")  # fmt: skip
+        raise SweepError(f"{spec.path}: {spec.storage_uri} holds a sweep already: add --resume "
+                         "to continue it, or give the sweep another `name`")  # fmt: skip
     if resume and not exists:
-        raise SweepError(f"--resume: no sweep to resume in {spec.storage_uri}")
+        raise SweepError(f"{spec.path}: --resume: no sweep to resume in {spec.storage_uri}")
+    if resume:
+        _check_same_sweep(spec, run_dir)
     return run_dir
+
+
+def _check_same_sweep(spec: SweepSpec, run_dir: Path) -> None:
+    recorded = _read_record(spec, run_dir)
+    if recorded is None:  # started before sweeps kept a record
+        return
+    now = spec.record()
+    changed = [key for key in now if recorded.get(key) != now[key]]
+    if not changed:
+        return
+    details = "; ".join(
+        f"{key} was {_short(recorded.get(key))}, now {_short(now[key])}" for key in changed
+    )
+    raise SweepError(
+        f"{spec.path}: --resume continues the sweep as it was started, and Ray and Optuna would "
+        f"ignore a change, but {', '.join(changed)} changed ({details}). Put the file back as it "
+        "was, or start a new sweep under another `name`."
+    )
+
+
+def _short(value: Any, limit: int = 160) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _read_record(spec: SweepSpec, run_dir: Path) -> dict | None:
+    path = run_dir / RECORD
+    if path.exists():
+        return json.loads(path.read_text())
+    if spec.is_remote_storage:
+        text = storage.read_text(f"{spec.storage_uri}/{RECORD}")
+        return None if text is None else json.loads(text)
+    return None
+
+
+def _write_record(spec: SweepSpec, run_dir: Path) -> None:
+    tmp = run_dir / f".{RECORD}.tmp"
+    tmp.write_text(json.dumps(spec.record(), indent=1) + "\n")
+    tmp.replace(run_dir / RECORD)
+
+
+def check_resources(spec: SweepSpec, address: str | None) -> None:
+    """On a private local Ray, a trial asking for more than this machine has would wait forever."""
+    if address is not None:
+        return  # a cluster may grow (the autoscaler adds nodes for waiting trials)
+    # Ray's own detection, which `ray.init` uses (CPU quotas of containers included).
+    have = {
+        "cpu": float(ray._private.utils.get_num_cpus()),
+        "gpu": float(
+            ray._private.accelerators.get_accelerator_manager_for_resource(
+                "GPU"
+            ).get_current_node_num_accelerators()
+        ),
+    }
+    for key, count in have.items():
+        need = getattr(spec.resources, key)
+        if need > count:
+            raise SweepError(
+                f"{spec.path}: resources.{key}: a trial asks for {need:g} {key.upper()}, but this "
+                f"machine has {count:g}, so on a local Ray it would wait forever; ask for at most "
+                f"{count:g}, or join a cluster that has them with --address"
+            )
 
 
 NETWORK_FILE_SYSTEMS = (
@@ -78,11 +209,11 @@ def check_storage(spec: SweepSpec, address: str | None) -> None:
     _start_ray(address)
     here = ray.get_runtime_context().get_node_id()
     nodes = [node for node in ray.nodes() if node["Alive"]]
-    local = next(node for node in nodes if node["NodeID"] == here)
+    this_node = next(node for node in nodes if node["NodeID"] == here)
     hosts = {node["NodeManagerAddress"] for node in nodes}
-    elsewhere = hosts - {local["NodeManagerAddress"]}
+    elsewhere = hosts - {this_node["NodeManagerAddress"]}
     can_run_here = all(
-        local["Resources"].get(key, 0.0) >= need
+        this_node["Resources"].get(key, 0.0) >= need
         for key, need in (("CPU", spec.resources.cpu), ("GPU", spec.resources.gpu))
     )
     if (elsewhere or not can_run_here) and not _on_network_file_system(run_dir_of(spec)):
@@ -93,10 +224,10 @@ def check_storage(spec: SweepSpec, address: str | None) -> None:
             else "this node cannot run a trial, so trials will run on other machines"
         )
         raise SweepError(
-            f"storage {spec.storage!r} is a local path, but {where}: their trials could not "
-            "write there. Set `storage:` in the sweep file (or --storage) to a cloud URI such "
-            "as s3://my-bucket/ganlab-runs, or to a shared file system (NFS, EFS) mounted at "
-            "the same path on every node."
+            f"{spec.path}: storage {spec.storage!r} is a local path, but {where}: their trials "
+            "could not write there. Set `storage:` in the sweep file (or --storage) to a cloud "
+            "URI such as s3://my-bucket/ganlab-runs, or to a shared file system (NFS, EFS) "
+            "mounted at the same path on every node."
         )
 
 
@@ -125,21 +256,64 @@ def train(params: dict[str, Any], spec: SweepSpec) -> None:
     trial = Trial(config)
     node_id = ray.get_runtime_context().get_node_id()
     checkpoint = tune.get_checkpoint()
-    if checkpoint is not None:
-        with checkpoint.as_directory() as directory:
-            state = torch.load(Path(directory) / STATE_FILE, weights_only=False)
-        trial.load_state_dict(state)
+    resumed_from = restore(trial, checkpoint) if checkpoint is not None else None
 
     def report(result: dict[str, Any]) -> None:
         with tempfile.TemporaryDirectory() as directory:
             torch.save(trial.state_dict(), Path(directory) / STATE_FILE)
             torch.save(trial.samples, Path(directory) / SAMPLES_FILE)
             extra = {"trial_config": config.to_dict(), "node_id": node_id,
-                     "started_at": started_at, "reported_at": time.time()}  # fmt: skip
+                     "started_at": started_at, "reported_at": time.time(),
+                     "resumed_from_step": resumed_from}  # fmt: skip
             tune.report({**result, **extra}, checkpoint=tune.Checkpoint.from_directory(directory))
 
     trial.report = report
     trial.run()
+
+
+def load_trial_state(directory: Path) -> dict[str, Any]:
+    """A trial's state as `Trial.state_dict()` gave it, from a checkpoint directory.
+
+    `weights_only`: tensors, dicts, lists, numbers and strings, nothing that runs code when read.
+    Read onto the CPU, whichever device wrote it; `Trial.load_state_dict` moves it onto the
+    trial's device.
+    """
+    return torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
+
+
+def restore(trial: Trial, checkpoint: tune.Checkpoint) -> int:
+    """Load the newest readable checkpoint of the trial, from `checkpoint` back to older ones
+    (a latest one may be corrupt or half written); returns the step it was taken at."""
+    problems = []
+    for candidate in _this_and_older(checkpoint):
+        try:
+            with candidate.as_directory() as directory:
+                state = load_trial_state(Path(directory))
+        except Exception as error:  # unreadable, whatever the reason: try the one before it
+            problems.append(f"{candidate.path}: {type(error).__name__}: {first_line(str(error))}")
+            continue
+        trial.load_state_dict(state)
+        if problems:
+            print(f"resumed from {candidate.path} (step {trial.step}); skipped: {problems}")
+        return trial.step
+    raise RuntimeError(f"no readable checkpoint to resume from: {'; '.join(problems)}")
+
+
+def _this_and_older(checkpoint: tune.Checkpoint) -> Iterator[tune.Checkpoint]:
+    fs, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
+    parent, name = path.rsplit("/", 1) if "/" in path else ("", path)
+    match = CHECKPOINT_DIR.match(name)
+    if match is None:
+        yield checkpoint
+        return
+    index = int(match[1])
+    older = []
+    for info in fs.get_file_info(pafs.FileSelector(parent)):
+        found = CHECKPOINT_DIR.match(info.base_name)
+        if found and int(found[1]) <= index:
+            older.append((int(found[1]), info.path))
+    for _, candidate in sorted(older, reverse=True):
+        yield tune.Checkpoint(candidate, filesystem=fs)
 
 
 # --- searchers and schedulers ---------------------------------------------------------------
@@ -187,37 +361,124 @@ def _scheduler(spec: SweepSpec):
 
 
 class Progress(tune.Callback):
-    """One line per evaluation, and the results tables rewritten as trials finish."""
+    """One line per evaluation, and the tables collected from the trials that changed.
+
+    A collection that fails (a full disk, a file being copied) is reported, tried again after a
+    back-off, and never stops the sweep: Tune would end `fit` on an exception from a callback.
+    """
 
     def __init__(self, spec: SweepSpec, run_dir: Path, echo: Callable[[str], None]):
         self.spec, self.run_dir, self.echo = spec, run_dir, echo
-        self.finished = 0
-        self.collector = results.Collector(run_dir, spec.name)
-        self.last_collect = time.monotonic()
+        configure = functools.partial(_trial_config_dict, spec)
+        self.collector = Collector(run_dir, spec.name, configure)
+        self.changed: dict[str, Any] = {}  # trial id -> Tune's trial, collected next time
+        self.failures = 0
+        self.error: Exception | None = None
+        self.next_collect = 0.0  # monotonic time of the next collection
         self.start = time.monotonic()
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         seeds = result.get("seeds", {})
         diverged = sum(bool(s.get("diverged")) for s in seeds.values())
-        elapsed = time.monotonic() - self.start
+        done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
         self.echo(
-            f"[{elapsed:6.0f}s {self.finished}/{self.spec.num_samples} done] {trial.trial_id} "
-            f"step {result['step']:>6}: objective {result['objective']:.6g}, "
+            f"[{time.monotonic() - self.start:6.0f}s {done}/{self.spec.num_samples} done] "
+            f"{trial.trial_id} step {result['step']:>6}: objective {result['objective']:.6g}, "
             f"diverged {diverged}/{len(seeds)}"
         )
-        if time.monotonic() - self.last_collect > COLLECT_EVERY_S:
-            self._collect()
+        self.changed[trial.trial_id] = trial
+        if time.monotonic() >= self.next_collect:
+            self.collect()
 
     def on_trial_complete(self, iteration, trials, trial, **info) -> None:
-        self.finished += 1
-        self._collect()
+        self.changed[trial.trial_id] = trial
+        if self.failures == 0 or time.monotonic() >= self.next_collect:
+            self.collect()
+
+    def on_trial_recover(self, iteration, trials, trial, **info) -> None:
+        self.echo(f"trial {trial.trial_id} failed ({_error_of(trial)}); Ray runs it again "
+                  "from its last checkpoint")  # fmt: skip
+        self.changed[trial.trial_id] = trial
 
     def on_trial_error(self, iteration, trials, trial, **info) -> None:
-        self.echo(f"trial {trial.trial_id} failed: {trial.error_file}")
+        self.echo(f"trial {trial.trial_id} failed for good ({_error_of(trial)}); its rows "
+                  "have status `error`")  # fmt: skip
+        self.on_trial_complete(iteration, trials, trial)
 
-    def _collect(self) -> None:
-        self.last_collect = time.monotonic()
-        collect(self.spec, self.run_dir, self.collector)
+    def on_experiment_end(self, trials, **info) -> None:
+        self.changed.update((t.trial_id, t) for t in trials)
+        self.collect()
+
+    def collect(self) -> bool:
+        """Collect the trials that changed; False (reported, retried later) when it failed."""
+        for trial in self.changed.values():
+            if trial.storage.trial_dir_name is not None:  # None: never started, no files
+                self.collector.update(_source(trial))
+        self.changed.clear()
+        if len(self.collector.pending) >= MANY_PENDING:  # e.g. every trial, after a resume
+            self.echo(f"collecting {len(self.collector.pending)} trials into the tables")
+        try:
+            changes = self.collector()
+            if self.spec.is_remote_storage:
+                self._push(changes)
+        except Exception as error:  # reported and retried: collecting must not end the sweep
+            self.failures += 1
+            self.error = error
+            delay = min(RETRY_MAX_S, RETRY_FIRST_S * 2 ** (self.failures - 1))
+            self.next_collect = time.monotonic() + delay
+            self.echo(f"collecting results failed ({type(error).__name__}: "
+                      f"{first_line(str(error))}); trying again in {delay:.0f}s, "
+                      "the sweep goes on")  # fmt: skip
+            return False
+        if self.failures:
+            self.echo(f"collecting results works again ({len(changes.written)} files written)")
+        self.failures = 0
+        self.next_collect = time.monotonic() + COLLECT_EVERY_S
+        return True
+
+    def _push(self, changes: Changes) -> None:
+        """Copy what changed next to Ray's experiment on the storage."""
+        written = [path.relative_to(self.run_dir) for path in changes.written]
+        storage.push(self.run_dir, self.spec.storage_uri, [*written, JOURNAL, RECORD])
+        removed = [path.relative_to(self.run_dir) for path in changes.removed]
+        storage.delete(self.spec.storage_uri, removed)
+
+    def finish(self) -> None:
+        """The last collection, after Tune ended: retried a few times, then an error."""
+        for attempt in range(FINAL_ATTEMPTS):
+            if self.collect():
+                return
+            if attempt < FINAL_ATTEMPTS - 1:
+                time.sleep(min(RETRY_MAX_S, RETRY_FIRST_S * 2**attempt))
+        raise CollectError(
+            f"the sweep ran, but its results could not be written into tables in {self.run_dir}: "
+            f"{self.error}. Ray's records of every trial are in {self.run_dir / EXPERIMENT}; fix "
+            f"the cause and run `ganlab sweep {self.spec.path} --resume` to collect them again."
+        ) from self.error
+
+
+def _trial_config_dict(spec: SweepSpec, params: dict[str, Any]) -> dict[str, Any]:
+    return spec.trial_config(params).to_dict()
+
+
+def _source(trial) -> TrialSource:
+    """Where Tune keeps a trial's files: its result.json and error.txt are written first into
+    the driver's staging directory, later copied to the storage with the checkpoints."""
+    stored = (trial.storage.storage_filesystem, trial.path)
+    checkpoint = trial.checkpoint
+    return TrialSource(
+        trial_id=trial.trial_id,
+        files=(local(trial.local_path), stored),
+        checkpoint=(checkpoint.filesystem, checkpoint.path) if checkpoint else None,
+        ray_status=trial.status,
+    )
+
+
+def _error_of(trial) -> str:
+    try:
+        return error_line(Path(trial.error_file).read_text()) or "no message"
+    except (OSError, TypeError):
+        return "no message"
 
 
 def run(
@@ -227,27 +488,30 @@ def run(
     echo: Callable[[str], None] = print,
 ) -> Path:
     """Run (or resume) a sweep to the end; returns the run directory holding the tables."""
-    run_dir = check_run_dir(spec, resume)
-    run_dir.mkdir(parents=True, exist_ok=True)
-    started = _start_ray(address)
+    run_dir = check_run_dir(spec, resume)  # before anything is written
     try:
-        tuner = _tuner(spec, run_dir, resume, echo)
-        tuner.fit()
-    finally:
-        if started:
-            ray.shutdown()
-    close_study(spec, run_dir)
-    collect(spec, run_dir)
+        with runlock.hold(run_dir):
+            check_run_dir(spec, resume)  # again: another sweep may have started meanwhile
+            _run(spec, run_dir, address, resume, echo)
+    except runlock.Locked as locked:
+        raise _running(spec, run_dir, locked.holder) from None
     return run_dir
 
 
-def collect(spec: SweepSpec, run_dir: Path, collector: results.Collector | None = None) -> None:
-    """Write the tables from Ray's experiment, wherever the storage is."""
+def _run(spec: SweepSpec, run_dir: Path, address: str | None, resume: bool, echo) -> None:
     if spec.is_remote_storage:
-        storage.pull_results(f"{spec.storage_uri}/{EXPERIMENT}", run_dir / EXPERIMENT)
-    (collector or results.Collector(run_dir, spec.name))()
-    if spec.is_remote_storage:
-        storage.push_outputs(run_dir, spec.storage_uri)
+        storage.pull(spec.storage_uri, run_dir, [RECORD, JOURNAL])
+    if not resume:
+        _write_record(spec, run_dir)
+    started = _start_ray(address)
+    try:
+        progress = Progress(spec, run_dir, echo)
+        _tuner(spec, run_dir, resume, progress).fit()
+        close_study(spec, run_dir)
+        progress.finish()
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def _start_ray(address: str | None) -> bool:
@@ -278,25 +542,36 @@ def _use_loopback() -> None:
     ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
 
 
-def _tuner(spec: SweepSpec, run_dir: Path, resume: bool, echo) -> tune.Tuner:
+def trial_dir_name(trial) -> str:
+    """`trial_<id>`: the collector reads a trial's id from its directory's name."""
+    return f"{TRIAL_DIR_PREFIX}{trial.trial_id}"
+
+
+def _tuner(spec: SweepSpec, run_dir: Path, resume: bool, progress: Progress) -> tune.Tuner:
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     trainable = tune.with_resources(tune.with_parameters(train, spec=spec), resources)
     where = spec.storage_uri if spec.is_remote_storage else str(run_dir)
-    experiment = f"{where}/{EXPERIMENT}"
+    # Our own JSON logger ahead of Progress: Tune appends its loggers after the callbacks it is
+    # given, and Progress collects result.json, which must hold the result it is told of.
+    callbacks = [JsonLoggerCallback(), progress]
     if resume:
-        return tune.Tuner.restore(
-            str(experiment), trainable, resume_unfinished=True, resume_errored=True
+        tuner = tune.Tuner.restore(
+            f"{where}/{EXPERIMENT}", trainable, resume_unfinished=True, resume_errored=True
         )
-    searcher = _searcher(spec, run_dir)
+        # A restored Tuner runs with the callbacks pickled when the sweep started (the old
+        # process's echo and collector); this process's own take their place.
+        tuner._local_tuner.get_run_config().callbacks = callbacks
+        return tuner
     tune_config = tune.TuneConfig(
         metric="objective",
         mode=spec.mode,
-        search_alg=searcher,
+        search_alg=_searcher(spec, run_dir),
         scheduler=_scheduler(spec),
         num_samples=spec.num_samples,
         max_concurrent_trials=spec.max_concurrent,
         time_budget_s=spec.time_budget,
         reuse_actors=True,
+        trial_dirname_creator=trial_dir_name,
     )
     run_config = tune.RunConfig(
         name=EXPERIMENT,
@@ -304,7 +579,7 @@ def _tuner(spec: SweepSpec, run_dir: Path, resume: bool, echo) -> tune.Tuner:
         sync_config=tune.SyncConfig(sync_period=SYNC_PERIOD_S),
         checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
-        callbacks=[Progress(spec, run_dir, echo)],
+        callbacks=callbacks,
         verbose=0,
     )
     return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)

@@ -259,6 +259,7 @@ def _simulate(
     out["modes"] = np.where(collapsed[..., None], 1.0, modes)
     out["hq"] = 0.95 * out["precision"]
     out["kl_modes"] = np.log(n_modes / out["modes"])
+    out["good_modes"] = out["hq"] * n_modes * np.exp(-out["kl_modes"])  # ganlab.objective
     steps_shape = fid.shape
     out["loss_d"] = 0.6 + 0.1 * rng.standard_normal(steps_shape)
     out["loss_g"] = 1.2 + 0.3 * rng.standard_normal(steps_shape) + 0.5 * e / evals
@@ -307,6 +308,7 @@ def _trials_table(
     frame.insert(0, "sweep", f"synthetic-{dataset}")
     frame["seed"] = np.tile(np.arange(seeds), n)
     frame["status"] = status.ravel()
+    frame["error"] = np.where(status.ravel() == "error", "RuntimeError: synthetic failure", "")
     last = sim["pruned_at"] - 1  # 0-based index of the last evaluation reached
     diverged = status == "diverged"
     every = configs["eval_every"].to_numpy()[:, None]

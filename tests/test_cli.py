@@ -66,6 +66,34 @@ def test_results_rejects_a_bad_query_and_a_missing_run(tmp_path, capsys):
     assert "no trials.parquet" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("__import__('os').system('touch {marker}') == 0", "function calls not allowed"),
+        ("loss.str.len() > 0", "function calls not allowed"),
+        ("@marker == 1", "not an expression"),
+        ("loss == 'hinge' and lr_d.__class__ == 1", "`lr_d.__class__` not allowed"),
+    ],
+)
+def test_results_where_cannot_run_code(tmp_path, capsys, where, message):
+    run = make_run(tmp_path / "run", n_configs=2, seeds=2, evals=2)
+    marker = tmp_path / "ran"
+    assert main(["results", str(run), "--where", where.format(marker=marker)]) == 2
+    assert message in capsys.readouterr().err
+    assert not marker.exists()
+
+
+def test_results_where_selects_with_comparisons_lists_and_booleans(tmp_path, capsys):
+    run = make_run(tmp_path / "run", n_configs=6, seeds=2, evals=2)
+    trials, _ = results.load(run)
+    losses = sorted(trials.loss.unique())[:2]
+    where = f"loss in {losses} and not (seed == 1) and 1e-6 < lr_d <= 1"
+    assert main(["results", str(run), "--seeds", "--where", where, "--top", "99"]) == 0
+    shown = capsys.readouterr().out.strip().splitlines()[1:]
+    expected = trials[trials.loss.isin(losses) & (trials.seed == 0)]
+    assert len(shown) == len(expected) > 0
+
+
 def test_report_writes_html_beside_the_tables(tmp_path, capsys):
     run = make_run(tmp_path / "run", n_configs=4, seeds=2, evals=3)
     assert main(["report", str(run)]) == 0

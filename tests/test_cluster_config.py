@@ -183,4 +183,60 @@ def test_no_credentials_in_the_file():
     text = CLUSTER_YAML.read_text()
     assert not re.search(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b", text)  # AWS access key ids
     assert not re.search(r"(?i)aws_secret_access_key|aws_session_token|ssh_private_key", text)
-    assert not re.search(r"\b[0-9a-f]{64}\b", text)  # a Ray token
+    assert not re.search(r"(?<!sha256:)\b[0-9a-f]{64}\b", text)  # a Ray token (not a checksum)
+
+
+# --- what the file keeps out ------------------------------------------------------------------
+
+
+def test_ssh_is_let_in_only_from_the_users_cidr():
+    """Ray's own security group lets SSH in from anywhere; with a group of the user's on every
+    node type, Ray makes none (its own code returns before it asks AWS for anything)."""
+    from ray.autoscaler._private.aws import config as aws
+
+    assert aws._create_default_ssh_inbound_rules()[0]["IpRanges"] == [{"CidrIp": "0.0.0.0/0"}]
+    prepared = ray_validate(load())
+    groups = {name: t["node_config"]["SecurityGroupIds"]
+              for name, t in prepared["available_node_types"].items()}  # fmt: skip
+    assert groups == {"head": ["sg-CHANGE-ME"], "gpu_worker": ["sg-CHANGE-ME"]}
+    assert "security_group" not in prepared["provider"]
+    assert aws._configure_security_group(copy.deepcopy(prepared)) == prepared  # no AWS call
+    readme = (ROOT / "README.md").read_text()
+    assert re.search(r"authorize-security-group-ingress .*--port 22 --cidr \d+\.\d+\.\d+\.\d+/32",
+                     readme)  # fmt: skip
+    assert "0.0.0.0/0" not in readme + CLUSTER_YAML.read_text()
+
+
+def test_workers_role_reaches_only_the_sweeps_bucket():
+    worker = load()["available_node_types"]["gpu_worker"]["node_config"]
+    assert worker["IamInstanceProfile"] == {"Name": "ganlab-worker"}  # not the head's role
+    policy = json.loads((ROOT / "docs" / "aws" / "worker-policy.json").read_text())
+    granted = [(action, s["Resource"]) for s in policy["Statement"] for action in
+               ([s["Action"]] if isinstance(s["Action"], str) else s["Action"])]  # fmt: skip
+    assert {s["Effect"] for s in policy["Statement"]} == {"Allow"}
+    assert all(action.startswith("s3:") and "*" not in action for action, _ in granted)
+    resources = {resource for _, resource in granted}
+    assert resources == {"arn:aws:s3:::my-bucket", "arn:aws:s3:::my-bucket/ganlab-runs/*"}
+    objects = {a for a, r in granted if r.endswith("/*")}
+    assert objects == {"s3:GetObject", "s3:PutObject", "s3:DeleteObject",
+                       "s3:AbortMultipartUpload", "s3:ListMultipartUploadParts"}  # fmt: skip
+    passing = json.loads((ROOT / "docs" / "aws" / "head-pass-role.json").read_text())
+    (statement,) = passing["Statement"]
+    assert (statement["Action"], statement["Resource"]) == (
+        "iam:PassRole", "arn:aws:iam::*:role/ganlab-worker")  # fmt: skip
+    readme = (ROOT / "README.md").read_text()
+    for command in ("--policy-document file://docs/aws/worker-policy.json",
+                    "--instance-profile-name ganlab-worker --role-name ganlab-worker",
+                    "--policy-document file://docs/aws/head-pass-role.json"):  # fmt: skip
+        assert command in readme
+
+
+def test_uv_is_installed_from_a_pinned_checksum():
+    (install,) = [c for c in load()["setup_commands"] if "uv==" in c]
+    pin = re.search(r'"uv==([0-9.]+) --hash=sha256:([0-9a-f]{64})"', install)
+    assert pin and pin[1] == "0.13.8"
+    assert "--require-hashes" in install and "--only-binary=:all:" in install
+    assert "| sh" not in install and "curl" not in install
+    assert (
+        "install -D -m 755 /tmp/uv-unpacked/uv-0.13.8.data/scripts/uv ~/.local/bin/uv" in install
+    )

@@ -120,7 +120,7 @@ def test_local_storage_on_two_machines_is_refused_before_anything_starts(two_mac
     done, storage = _sweep(two_machines, tmp_path)
     assert done.returncode == 2, done.stderr[-5000:]
     error = done.stderr.strip().splitlines()[-1]
-    assert error.startswith("ganlab sweep: error: storage ")
+    assert error.startswith(f"ganlab sweep: error: {tmp_path / 'two-nodes.yaml'}: storage ")
     assert str(storage) in error and "is a local path" in error
     hosts = ", ".join(sorted({two_machines.node_ip, "127.0.0.2"}))
     assert f"the cluster spans 2 machines ({hosts})" in error

@@ -22,6 +22,7 @@ import grpc
 import pytest
 from ray.core.generated import node_manager_pb2, node_manager_pb2_grpc
 from raycluster import (
+    OBJECT_STORE_BYTES,
     START_TIMEOUT_S,
     Cluster,
     bearer,
@@ -42,7 +43,7 @@ WRONG_TOKEN = "0" * 64
 def cluster():
     root, home = new_root("ganlab-auth-")
     try:
-        yield start_head(root, home, "--num-cpus=1")
+        yield start_head(root, home, "--num-cpus=1", f"--object-store-memory={OBJECT_STORE_BYTES}")
     finally:
         stop(root)
         shutil.rmtree(root, ignore_errors=True)
@@ -105,7 +106,8 @@ def test_the_raylet_refuses_a_client_without_the_token(cluster):
         stats = stub.GetNodeStats(request, metadata=bearer(cluster.token), timeout=10)
     assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert refused.value.details() == REFUSED
-    assert stats.num_workers >= 0
+    # The answer given to the token is this node's own: the object store it was started with.
+    assert stats.store_stats.object_store_bytes_avail == OBJECT_STORE_BYTES
 
 
 # --- HTTP: no dashboard; the node's agent wants the token -----------------------------------

@@ -1,6 +1,7 @@
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -44,6 +45,7 @@ def test_smoke_shrinks_but_keeps_the_search(tmp_path):
     assert spec.scheduler.grace_period == 20 and len(spec.search) == 5
 
 
+BOMB_LEVELS = list(zip("abcdefgh", "bcdefghi", strict=True))  # each level 9 of the one before
 MALFORMED = {
     "unknown top-level field": ("serch: {}", "serch", "unknown field; allowed: name"),
     "unknown base field": ("base: {lr: 0.1}", "base.lr", "unknown field"),
@@ -89,6 +91,11 @@ MALFORMED = {
         "grid search takes plain `choice`",
     ),
     "bad metric": ("objective: {metric: fidd}", "objective.metric", "not one of: fid"),
+    "mode against the metric": (
+        "objective: {metric: fid, mode: max}",
+        "objective.mode",
+        "'max' disagrees with 'fid', where lower is better: use mode 'min'",
+    ),
     "string gpu": ("resources: {gpu: one}", "resources.gpu", "must be a number"),
     "gpu fraction above one": ("resources: {gpu: 1.5}", "resources.gpu", "fractions only below 1"),
     "negative budget": ("time_budget: -5", "time_budget", "seconds > 0"),
@@ -97,6 +104,37 @@ MALFORMED = {
     "not a mapping": ("- just\n- a list", "file", "must be a mapping"),
     "seeds in base": ("base: {seeds: [0, 1]}", "base.seeds", "top level"),
     "cross-field": ("base: {loss: hinge, clip: 0.01}", "base.clip", "wasserstein"),
+    "key given twice": (
+        "base: {dataset: ring8}\nseeds: 2\nbase: {steps: 10}",
+        "base",
+        "key 'base' is given twice, at line 1, column 1 and line 3, column 1; keep one",
+    ),
+    "nested key given twice": (
+        "search:\n  lr_g: {uniform: [1.0e-4, 1.0e-3]}\n  lr_g: {choice: [1.0e-4]}",
+        "search.lr_g",
+        "key 'lr_g' is given twice, at line 2, column 3 and line 3, column 3",
+    ),
+    "alias bomb": (
+        "a: &a [x, x, x, x, x, x, x, x, x]\n"
+        + "".join(f"{b}: &{b} [{', '.join([f'*{a}'] * 9)}]\n" for a, b in BOMB_LEVELS),
+        "file",
+        "more than 100,000 values once its aliases",
+    ),
+    "infinite bound": (
+        "search: {lr_g: {uniform: [1.0e-4, .inf]}}",
+        "search.lr_g.uniform[1]",
+        r"\.inf at line 1, column 35 is not a finite number",
+    ),
+    "nan field": (
+        "base: {lr_d: .nan}",
+        "base.lr_d",
+        r"\.nan at line 1, column 14 is not a finite",
+    ),
+    "overflowing number": (
+        "base: {max_grad_norm: 1e999}",
+        "base.max_grad_norm",
+        "1e999 at line 1",
+    ),
 }
 
 
@@ -139,6 +177,37 @@ def test_every_malformed_file_exits_2_from_the_cli_and_writes_nothing(tmp_path):
     assert not runs.exists()
     for case, line in zip(sorted(MALFORMED), out.stderr.strip().splitlines(), strict=True):
         assert MALFORMED[case][1] in line and "error" in line
+
+
+def test_a_storage_scheme_nobody_writes_to_is_refused_naming_the_file(tmp_path, capsys):
+    from ganlab.cli import main
+
+    path = write(tmp_path, GOOD)
+    allowed = "give a local path or a URI of s3://, gs://, gcs://, file://"
+    with pytest.raises(specs.SpecError, match=f"scheme 'ftp' is not supported; {allowed}"):
+        specs.load(write(tmp_path, GOOD + "storage: ftp://example.org/runs\n"))
+    assert main(["sweep", str(path), "--storage", "ftp://example.org/runs"]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error == (f"ganlab sweep: error: {path}: storage: 'ftp://example.org/runs': "
+                     f"scheme 'ftp' is not supported; {allowed}")  # fmt: skip
+
+
+def test_a_file_that_is_not_utf8_is_named(tmp_path):
+    path = tmp_path / "latin1.yaml"
+    path.write_bytes("name: caf\xe9\n".encode("latin-1"))
+    with pytest.raises(specs.SpecError) as caught:
+        specs.load(path)
+    assert str(caught.value) == (
+        f"{path}: file: not UTF-8 text (byte 0xe9 at offset 9); save it as UTF-8"
+    )
+
+
+def test_an_alias_bomb_is_refused_at_once(tmp_path):
+    text, _, _ = MALFORMED["alias bomb"]  # 9**9 values once expanded
+    start = time.process_time()
+    with pytest.raises(specs.SpecError, match="more than 100,000 values"):
+        specs.load(write(tmp_path, text))
+    assert time.process_time() - start < 5
 
 
 def test_an_existing_run_is_not_touched_by_a_bad_file(tmp_path):

@@ -1,5 +1,7 @@
-"""Sweeps on a real local Ray with Optuna: healthy and diverging trials, live tables."""
+"""Sweeps on a real local Ray with Optuna: healthy, diverging and failing trials, live tables
+that survive their own collection failing."""
 
+import errno
 import math
 import os
 import threading
@@ -12,7 +14,7 @@ import pytest
 import torch
 from fake_datasets import write_cifar10, write_mnist
 
-from ganlab import results, spec, sweep
+from ganlab import collect, results, spec, sweep, tableparts
 
 SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").glob("*.yaml"))
 MIXED = """
@@ -46,7 +48,10 @@ def local_ray(tmp_path_factory):
         ray.shutdown()
 
 
-def test_healthy_and_diverging_trials_finish_and_tables_stay_whole(local_ray, tmp_path):
+def test_healthy_and_diverging_trials_finish_and_tables_stay_whole(
+    local_ray, tmp_path, monkeypatch
+):
+    monkeypatch.setattr(collect, "SEGMENT_TRIALS", 2)  # parts merged while the reader reads
     path = tmp_path / "mixed.yaml"
     path.write_text(MIXED)
     s = spec.load(path, storage=str(tmp_path / "runs"))
@@ -79,6 +84,7 @@ def test_healthy_and_diverging_trials_finish_and_tables_stay_whole(local_ray, tm
     assert len(reads) > 0 and all(cols == list(results.TRIAL_COLUMNS) for _, _, cols in reads)
     assert all(n % 2 == 0 for n, _, _ in reads)  # whole trials: both seeds or none
     assert len(trials) == 4 * 2 and trials.groupby(["trial_id", "seed"]).size().max() == 1
+    assert len(list((run_dir / results.TRIALS).glob("segment-*.parquet"))) == 2
 
     exploded, healthy = trials[trials.lr_d == 10.0], trials[trials.lr_d < 1]
     assert len(exploded) == 4 and len(healthy) == 4
@@ -122,11 +128,60 @@ def test_a_storage_uri_keeps_results_there_and_tables_locally(local_ray, tmp_pat
     trials, _ = results.load(run_dir)
     assert len(trials) == 2 * 2
     assert len(list((shared / "uri" / "tune").glob("*/checkpoint_*"))) > 0  # Ray wrote there
-    copied = pd.read_parquet(shared / "uri" / "trials.parquet")
+    copied = results.read_table(shared / "uri" / results.TRIALS)
     pd.testing.assert_frame_equal(copied, trials)
     assert results.load_samples(run_dir).source.eq("fake").sum() == 4
     with pytest.raises(sweep.SweepError, match="holds a sweep already"):
         sweep.check_run_dir(s, resume=False)
+
+
+FAILING = """
+name: failing
+base: {width: 16, steps: 40, eval_every: 20, n_eval: 200, batch_size: 32, data_dir: /nonexistent}
+search:
+  dataset: {choice: [ring8, mnist]}   # mnist is not in data_dir: that trial fails at once
+seeds: 2
+search_alg: grid
+scheduler: none
+max_failures: 0
+objective: {metric: fid, mode: min}
+"""
+
+
+def test_a_failed_trial_and_failed_collections_leave_every_trial_its_rows(
+    local_ray, tmp_path, monkeypatch
+):
+    path = tmp_path / "failing.yaml"
+    path.write_text(FAILING)
+    s = spec.load(path, storage=str(tmp_path / "runs"))
+    real_write, writes = tableparts.pq.write_table, []
+
+    def disk_full_at_first(table, where, **kwargs):
+        writes.append(where)
+        if len(writes) <= 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(table, where, **kwargs)
+
+    monkeypatch.setattr(tableparts.pq, "write_table", disk_full_at_first)
+    monkeypatch.setattr(sweep, "RETRY_FIRST_S", 0.5)
+    lines = []
+    run_dir = sweep.run(s, echo=lines.append)
+
+    failed = [line for line in lines if line.startswith("collecting results failed")]
+    assert failed and "No space left on device" in failed[0] and "the sweep goes on" in failed[0]
+    assert any(line.startswith("collecting results works again") for line in lines)
+    assert any("failed for good (FileNotFoundError: mnist: no data under" in x for x in lines)
+    trials, metrics = results.load(run_dir)
+    assert sorted(trials.dataset) == ["mnist", "mnist", "ring8", "ring8"]
+    errored, healthy = trials[trials.dataset == "mnist"], trials[trials.dataset == "ring8"]
+    assert set(errored.status) == {"error"} and list(errored.seed) == [0, 1]
+    assert errored.error.str.startswith(
+        "FileNotFoundError: mnist: no data under '/nonexistent'"
+    ).all()
+    assert (errored.steps_done == 0).all() and errored.objective.isna().all()
+    assert set(healthy.status) <= {"completed", "collapsed"} and set(healthy.error) == {""}
+    assert (healthy.steps_done == 40).all()
+    assert set(metrics.trial_id) == set(healthy.trial_id)
 
 
 @pytest.mark.parametrize("path", SWEEPS, ids=[p.stem for p in SWEEPS])

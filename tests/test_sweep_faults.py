@@ -13,6 +13,7 @@ from pathlib import Path
 import optuna
 import pytest
 import ray
+import torch
 from ray.cluster_utils import Cluster
 
 from ganlab import results, spec, sweep
@@ -93,7 +94,19 @@ def test_losing_a_worker_node_mid_sweep_loses_and_doubles_nothing(tmp_path):
 
     assert_whole_and_single(run_dir, n_trials=4, steps=400)
     retried = [r for r in reports(run_dir).values() if len({x["node_id"] for x in r}) > 1]
-    assert retried, "the interrupted trial should have moved to the surviving node"
+    assert len(retried) == 1, "the interrupted trial should have moved to the surviving node"
+    (moved,) = retried
+    elsewhere = [r for r in moved if r["node_id"] != victim.node_id]
+    again = [r for r in elsewhere if r["resumed_from_step"] is not None]
+    start = again[0]["resumed_from_step"]
+    assert start >= 100 and [r["step"] for r in again] == list(range(start + 50, 401, 50))
+    assert (run_dir / "tune" / f"trial_{moved[0]['trial_id']}" / "error.txt").exists()
+    trials, metrics = results.load(run_dir)
+    assert "error" not in set(trials[trials.trial_id == moved[0]["trial_id"]].status)
+    rows = metrics[metrics.trial_id == moved[0]["trial_id"]].set_index(["seed", "step"])
+    for report in again:  # the table holds what the resumed run reported
+        for seed in report["seeds"]:
+            assert rows.loc[(int(seed), report["step"]), "wall_s"] == report["wall_s"]
 
 
 def _ray_processes(marker: str) -> list[int]:
@@ -118,7 +131,15 @@ def _kill_all(marker: str) -> None:
                 os.kill(pid, signal.SIGKILL)
 
 
-def test_a_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
+def checkpoint_steps(trial_dir: Path) -> dict[Path, int]:
+    """Each checkpoint directory of a trial and the step its state was saved at."""
+    return {
+        checkpoint: torch.load(checkpoint / "state.pt", weights_only=True)["step"]
+        for checkpoint in sorted(trial_dir.glob("checkpoint_*"))
+    }
+
+
+def test_a_killed_driver_resumes_from_checkpoints_and_locks_out_a_second_sweep(tmp_path):
     path = write_sweep(tmp_path, "killed", 300)
     runs = tmp_path / "runs"
     run_dir = runs / "killed"
@@ -128,9 +149,13 @@ def test_a_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
                "--no-report"]  # fmt: skip
     driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     try:
+        second = None
         deadline = time.monotonic() + 240
         while time.monotonic() < deadline:  # one trial done, another part-way
             seen = reports(run_dir)
+            if second is None and seen:  # the same sweep again, while the first one runs
+                second = subprocess.run(command, env=env, capture_output=True, text=True,
+                                        timeout=120)  # fmt: skip
             done = [t for t, r in seen.items() if r[-1]["last"]]
             running = [t for t, r in seen.items() if not r[-1]["last"] and r[-1]["step"] >= 100]
             if done and running:
@@ -144,8 +169,24 @@ def test_a_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     finally:
         driver.kill()
         _kill_all(marker)
+    assert second.returncode == 2, second.stderr[-3000:]
+    error = second.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"ganlab sweep: error: {path}: another sweep named 'killed' is ")
+    assert f"running in {run_dir} (pid {driver.pid} on " in error
+
     finished = {t: (run_dir / "tune").glob(f"*{t}*/result.json") for t in done}
     before = {t: next(paths).read_bytes() for t, paths in finished.items()}
+    # The latest checkpoints of one interrupted trial are corrupt: it must resume from the
+    # oldest one kept, whichever of them Ray last recorded as its latest.
+    corrupt = running[0]
+    kept = checkpoint_steps(run_dir / "tune" / f"trial_{corrupt}")
+    assert len(kept) >= 2, kept
+    oldest = min(kept, key=kept.get)
+    for checkpoint in kept:
+        if checkpoint != oldest:
+            (checkpoint / "state.pt").write_bytes(b"PK\x03\x04 cut short")
+    intact = {t: set(checkpoint_steps(run_dir / "tune" / f"trial_{t}").values())
+              for t in running[1:]}  # fmt: skip
 
     resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True,
                              timeout=600)  # fmt: skip
@@ -157,8 +198,18 @@ def test_a_killed_driver_resumes_without_rerunning_finished_trials(tmp_path):
     assert after == before  # finished trials were not run again
     resumed_reports = reports(run_dir)
     for trial_id in running:
-        steps = [r["step"] for r in resumed_reports[trial_id]]
-        assert steps[-1] == 300 and steps[0] == 0
+        again = [r for r in resumed_reports[trial_id] if r["resumed_from_step"] is not None]
+        start = again[0]["resumed_from_step"]
+        if trial_id == corrupt:
+            assert start == kept[oldest] > 0
+        else:
+            assert start in intact[trial_id] and start > 0
+        steps = [r["step"] for r in again]  # it went on from there, not from step 0
+        assert steps == list(range(start + 50, 301, 50))
+
+    trials, _ = results.load(run_dir)
+    objective = trials.groupby("loss").objective.first()
     study = optuna.load_study(study_name="killed", storage=sweep.journal_storage(run_dir))
-    states = {t.state for t in study.trials}
-    assert states <= {optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED}
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
+    told = {t.params["loss"]: t.value for t in study.trials}
+    assert told == pytest.approx(objective.to_dict())  # resumed results reached the journal

@@ -1,0 +1,410 @@
+"""Ray's experiment directory into the results tables, one changed trial at a time.
+
+The sweep's driver tells the collector which trials changed and what Ray knows of them (a
+`TrialSource`: where the trial's files and latest checkpoint are, and its status). Each collection
+reads only those trials and writes each one's rows as its own part of every table, so its cost
+follows what changed, not how much was collected before. Samples go from the checkpoint's tensors
+into parquet as arrays and are not kept in memory. A trial whose files cannot be read or written
+(a checkpoint half copied, a full disk) stays pending for the next collection while the others are
+written, and `CollectError` names it.
+"""
+
+import hashlib
+import io
+import json
+import math
+import re
+import subprocess
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.fs as pafs
+
+from ganlab import __version__, tableparts
+from ganlab.metrics import METRICS
+from ganlab.results import (
+    METRIC_NAMES,
+    METRICS_TABLE,
+    PER_SEED_SIGNALS,
+    REAL_SAMPLES_PART,
+    SAMPLES,
+    SCHEMAS,
+    TRIALS,
+    config_hash,
+    write_part,
+)
+
+RESULT_FILE, ERROR_FILE, PARAMS_FILE = "result.json", "error.txt", "params.json"
+SAMPLES_FILE = "samples.pt"
+TRIAL_DIR_PREFIX = "trial_"  # the sweep names trial directories `trial_<trial id>`
+CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
+FAILURE_HEADER = re.compile(r"^Failure # \d+ \(occurred at [^)]*\)$", re.MULTILINE)
+ANSI = re.compile(r"\x1b\[[0-9;]*m")
+REAL_SAMPLES = 512
+SEGMENT_TRIALS = 100  # finished trials merged into one segment of the trials and metrics tables
+MERGED = (TRIALS, METRICS_TABLE)  # samples stay one part a trial: readers pick the ones they show
+ENDED = ("TERMINATED", "ERROR")  # Ray's statuses of a trial that runs no more
+
+Location = tuple[pafs.FileSystem, str]  # a directory on a (local or remote) file system
+
+
+@dataclass(frozen=True)
+class TrialSource:
+    """Where one trial's files are, and what Ray says of it."""
+
+    trial_id: str
+    files: tuple[Location, ...]  # directories that may hold result.json, error.txt, params.json
+    checkpoint: Location | None = None  # its latest checkpoint; None: the newest one in `files`
+    ray_status: str | None = None  # TERMINATED, ERROR, RUNNING...; None where unknown
+
+
+class _Trial(NamedTuple):
+    trial_id: str
+    config: dict[str, Any]
+    reports: list[dict]
+    error: str  # the first line of the error that ended it; "" when it did not end in one
+
+    @property
+    def ended(self) -> bool:
+        """Whether its files say it runs no more (an error, or its last report)."""
+        return bool(self.error) or self.reports[-1]["last"]
+
+
+class CollectError(RuntimeError):
+    """Some trials could not be collected this time; they stay pending."""
+
+
+class Changes(NamedTuple):
+    written: list[Path]
+    removed: list[Path]  # parts merged into a segment
+
+
+def local(path: str | Path) -> Location:
+    return pafs.LocalFileSystem(), str(path)
+
+
+class Collector:
+    """Writes a run's tables part by part as trials change.
+
+    `configure(params)` gives the whole trial configuration of a trial's searched parameters, for
+    trials that failed before their first report (their rows come from `params.json`).
+    """
+
+    def __init__(self, run_dir: Path, sweep: str, configure: Callable[[dict], dict]):
+        self.run_dir, self.sweep, self.configure = Path(run_dir), sweep, configure
+        self.context = {"sweep": sweep, "ganlab_version": __version__, "git_sha": _git_sha()}
+        self.pending: dict[str, TrialSource] = {}
+        self.collected: dict[str, tuple] = {}  # trial id -> signature of what its parts hold
+        self.samples_from: dict[str, str] = {}  # trial id -> checkpoint its samples came from
+        self.real: set[tuple[str, str]] = set()
+        self.unmerged: dict[str, dict[str, None]] = {table: {} for table in MERGED}
+
+    def update(self, source: TrialSource) -> None:
+        """Mark a trial as changed; the next call collects it."""
+        self.pending[source.trial_id] = source
+
+    def scan(self, experiment: Location) -> None:
+        """Mark every trial directory of Ray's experiment directory (a full collection)."""
+        fs, root = experiment
+        for info in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
+            if info.type == pafs.FileType.Directory:
+                trial_id = info.base_name.removeprefix(TRIAL_DIR_PREFIX)
+                self.update(TrialSource(trial_id, ((fs, info.path),)))
+
+    def __call__(self) -> Changes:
+        """Collect the pending trials; returns the files written and removed."""
+        for table in (TRIALS, METRICS_TABLE, SAMPLES):
+            (self.run_dir / table).mkdir(parents=True, exist_ok=True)
+        written, failures, first = [], [], None
+        for trial_id, source in list(self.pending.items()):
+            try:
+                written += self._trial(source)
+            except Exception as error:  # one trial's files must not keep the others out
+                failures.append(f"{trial_id}: {type(error).__name__}: {first_line(str(error))}")
+                first = first or error
+                continue
+            del self.pending[trial_id]
+        changes = Changes(written, [])
+        try:
+            self._merge(changes)
+        except Exception as error:  # retried with the next collection
+            failures.append(f"merging parts: {type(error).__name__}: {first_line(str(error))}")
+            first = first or error
+        if failures:
+            raise CollectError(
+                f"{len(failures)} trial(s) not collected, kept for the next collection: "
+                + "; ".join(failures)
+            ) from first
+        return changes
+
+    def _merge(self, changes: Changes) -> None:
+        """Merge the parts of finished trials into segments, SEGMENT_TRIALS at a time."""
+        for table, names in self.unmerged.items():
+            while len(names) >= SEGMENT_TRIALS:
+                batch = list(names)[:SEGMENT_TRIALS]
+                segment, parts = tableparts.merge(self.run_dir / table, batch, SCHEMAS[table])
+                changes.written.append(segment)
+                changes.removed.extend(parts)
+                for name in batch:
+                    del names[name]
+
+    def _trial(self, source: TrialSource) -> list[Path]:
+        fs, files, infos = _files_of(source)
+        checkpoint_path = source.checkpoint[1] if source.checkpoint else None
+        signature = (*((i.size, i.mtime_ns) for i in infos), checkpoint_path, source.ray_status)
+        if self.collected.get(source.trial_id) == signature:
+            return []
+        trial = self._parse(source, fs, files)
+        if trial is None:
+            return []  # not started yet: its rows come with its first report
+        context = {**self.context, "trial_id": trial.trial_id,
+                   "config_id": config_hash(trial.config)}  # fmt: skip
+        if trial.reports:
+            rows = _trial_rows(trial.reports, trial.config, trial.error, context)
+        else:
+            rows = _error_rows(trial.config, trial.error, context)
+        metrics = _metric_rows(trial.reports, context)
+        checkpoint = source.checkpoint or _newest_checkpoint((fs, files))
+        samples = self._samples(trial, checkpoint, context)  # read before anything is written
+        written = [write_part(self.run_dir / TRIALS, trial.trial_id, rows),
+                   write_part(self.run_dir / METRICS_TABLE, trial.trial_id, metrics)]  # fmt: skip
+        if samples is not None:
+            written.append(write_part(self.run_dir / SAMPLES, trial.trial_id, samples))
+            self.samples_from[trial.trial_id] = checkpoint[1]
+        written += self._real(trial.config["dataset"], trial.config["data_dir"])
+        self.collected[source.trial_id] = signature
+        ended = source.ray_status in ENDED if source.ray_status else trial.ended
+        for names in self.unmerged.values():
+            if ended:
+                names[trial.trial_id] = None
+            else:
+                names.pop(trial.trial_id, None)
+        return written
+
+    def _parse(self, source: TrialSource, fs: pafs.FileSystem, files: str) -> _Trial | None:
+        reports = _reports(_read(fs, f"{files}/{RESULT_FILE}"))
+        error = error_line(_read(fs, f"{files}/{ERROR_FILE}"))
+        failed = _failed(source.ray_status, error, reports)
+        error = (error or "failed; Ray recorded no error message") if failed else ""
+        if reports:
+            last = reports[-1]
+            return _Trial(last["trial_id"], last["trial_config"], reports, error)
+        if not failed:
+            return None
+        params = json.loads(_read(fs, f"{files}/{PARAMS_FILE}") or "{}")
+        return _Trial(source.trial_id, self.configure(params), [], error)
+
+    def _samples(
+        self, trial: _Trial, checkpoint: Location | None, context: dict
+    ) -> pa.Table | None:
+        """The trial's latest samples, where they changed since they were last written."""
+        if checkpoint is None or not trial.reports:
+            return None
+        fs, path = checkpoint
+        if self.samples_from.get(trial.trial_id) == path:
+            return None
+        samples = _load_tensors(_read_bytes(fs, f"{path}/{SAMPLES_FILE}"))
+        base = {**context, "step": trial.reports[-1]["step"], "source": "fake",
+                "dataset": trial.config["dataset"]}  # fmt: skip
+        return sample_table({int(seed): x for seed, x in samples.items()}, base)
+
+    def _real(self, dataset: str, data_dir: str) -> list[Path]:
+        key = (dataset, data_dir)
+        name = f"{REAL_SAMPLES_PART}{dataset}-{hashlib.sha1(data_dir.encode()).hexdigest()[:8]}"
+        if key in self.real or (self.run_dir / SAMPLES / f"{name}.parquet").exists():
+            self.real.add(key)
+            return []
+        import torch
+
+        from ganlab import data
+
+        self.real.add(key)
+        try:
+            x = data.load(dataset, data_dir).sample(REAL_SAMPLES, torch.Generator().manual_seed(0))
+        except FileNotFoundError:  # not readable on the driver: the report shows no real samples
+            return []
+        base = {"sweep": self.sweep, "trial_id": "", "config_id": "", "step": 0,
+                "source": "real", "dataset": dataset}  # fmt: skip
+        return [write_part(self.run_dir / SAMPLES, name, sample_table({-1: x}, base))]
+
+
+# --- reading a trial's files ------------------------------------------------------------------
+
+
+def _files_of(source: TrialSource) -> tuple[pafs.FileSystem, str, list[pafs.FileInfo]]:
+    """The first of the trial's directories that holds its results (or its error)."""
+    for fs, path in source.files:
+        infos = fs.get_file_info([f"{path}/{RESULT_FILE}", f"{path}/{ERROR_FILE}"])
+        if any(info.type == pafs.FileType.File for info in infos):
+            return fs, path, infos
+    fs, path = source.files[-1]
+    return fs, path, infos
+
+
+def _read_bytes(fs: pafs.FileSystem, path: str) -> bytes | None:
+    try:
+        with fs.open_input_stream(path) as stream:
+            return stream.read()
+    except FileNotFoundError:
+        return None
+
+
+def _read(fs: pafs.FileSystem, path: str) -> str | None:
+    data = _read_bytes(fs, path)
+    return None if data is None else data.decode()
+
+
+def _reports(text: str | None) -> list[dict]:
+    """The trial's reports in step order; a step reported again after a restore counts once."""
+    by_step = {}
+    for line in (text or "").splitlines():
+        try:
+            report = json.loads(line)
+        except json.JSONDecodeError:  # a line being written right now
+            continue
+        if "seeds" in report:
+            by_step[report["step"]] = report
+    return [by_step[step] for step in sorted(by_step)]
+
+
+def error_line(text: str | None) -> str | None:
+    """The first line of the exception that ended the last failure in Ray's `error.txt`."""
+    if not text or not text.strip():
+        return None
+    lines = ANSI.sub("", FAILURE_HEADER.split(text)[-1]).strip("\n").splitlines()
+    frames = [i for i, line in enumerate(lines) if line.startswith("  File ")]
+    for line in lines[frames[-1] + 1 :] if frames else lines:
+        if line.strip() and not line[0].isspace():
+            return line.strip()
+    return next((line.strip() for line in lines if line.strip()), "")
+
+
+def first_line(text: str) -> str:
+    return next((line for line in text.splitlines() if line.strip()), "")
+
+
+def _failed(ray_status: str | None, error: str | None, reports: list[dict]) -> bool:
+    """Whether the trial ended in an error. Ray's status says so; without it (a scan of files
+    alone), an error after which the trial did not reach its last report."""
+    if ray_status is not None:
+        return ray_status == "ERROR"
+    return error is not None and (not reports or not reports[-1]["last"])
+
+
+def _newest_checkpoint(files: Location) -> Location | None:
+    fs, root = files
+    infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
+    found = [(int(m[1]), i.path) for i in infos if (m := CHECKPOINT_DIR.match(i.base_name))]
+    return (fs, max(found)[1]) if found else None
+
+
+def _load_tensors(data: bytes | None) -> dict:
+    if data is None:
+        raise FileNotFoundError(f"no {SAMPLES_FILE} in the trial's latest checkpoint")
+    import torch
+
+    return torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
+
+
+# --- rows -------------------------------------------------------------------------------------
+
+
+def _trial_rows(reports: list[dict], config: dict, error: str, context: dict) -> list[dict]:
+    last = reports[-1]
+    rows = []
+    for seed, final in last["seeds"].items():
+        per_step = [r["seeds"][seed] for r in reports]
+        status = _status(final, last, bool(error), config["steps"])
+        row = {**context, "seed": int(seed), **_config_fields(config)}
+        row.update(
+            status=status,
+            error=error if status == "error" else "",
+            diverged_step=final["diverged_step"] if final["diverged"] else None,
+            objective=last["objective"],
+            div_rate=last["div_rate"],
+            steps_done=final["diverged_step"] if final["diverged"] else last["step"],
+            wall_s=last["wall_s"],
+            started_at=reports[0]["started_at"],
+            ended_at=last["reported_at"],
+            device_used=last["device"],
+            node=last["node_id"],
+            node_ip=last.get("node_ip", ""),
+            protocol=last["protocol"],
+        )
+        for name, metric in METRICS.items():
+            values = [m[name] for m in per_step if name in m]
+            row[f"final_{name}"] = values[-1] if values else math.nan
+            best = min if metric.mode == "min" else max
+            row[f"best_{name}"] = best(values) if values else math.nan
+        rows.append(row)
+    return rows
+
+
+def _error_rows(config: dict, error: str, context: dict) -> list[dict]:
+    """Rows of a trial that failed before its first report: its configuration and its error."""
+    nothing = {f"{kind}_{m}": math.nan for m in METRIC_NAMES for kind in ("final", "best")}
+    nothing.update(objective=math.nan, div_rate=math.nan, wall_s=math.nan,
+                   started_at=math.nan, ended_at=math.nan)  # fmt: skip
+    fields = {**_config_fields(config), **nothing, "status": "error", "error": error,
+              "diverged_step": None, "steps_done": 0, "device_used": "", "node": "",
+              "node_ip": "", "protocol": ""}  # fmt: skip
+    return [{**context, "seed": int(seed), **fields} for seed in config["seeds"]]
+
+
+def _config_fields(config: dict) -> dict:
+    return {k: v for k, v in config.items() if k != "seeds"}
+
+
+def _status(final: dict, last: dict, failed: bool, steps: int) -> str:
+    if final["diverged"]:
+        return "diverged"
+    if failed:
+        return "error"
+    if final.get("collapsed"):  # only where the data set defines modes
+        return "collapsed"
+    return "completed" if last["step"] >= steps else "pruned"
+
+
+def _metric_rows(reports: list[dict], context: dict) -> list[dict]:
+    base = {k: context[k] for k in ("sweep", "trial_id", "config_id")}
+    rows = []
+    for report in reports:
+        for seed, values in report["seeds"].items():
+            if values["diverged"] and values["diverged_step"] < report["step"]:
+                continue  # a seed's rows end at the step it diverged
+            row = {**base, "seed": int(seed), "step": report["step"],
+                   "diverged": values["diverged"], "objective": report["objective"],
+                   "div_rate": report["div_rate"], "wall_s": report["wall_s"],
+                   "samples_per_s": report["samples_per_s"]}  # fmt: skip
+            row.update({k: values.get(k, math.nan) for k in METRIC_NAMES + PER_SEED_SIGNALS})
+            rows.append(row)
+    return rows
+
+
+def sample_table(samples: dict[int, Any], base: dict) -> pa.Table:
+    """One row per seed: its samples as a flat float32 list and their shape, never as floats."""
+    seeds = sorted(samples)
+    arrays = [np.asarray(samples[s].detach().cpu().float().numpy()) for s in seeds]
+    offsets = np.concatenate([[0], np.cumsum([a.size for a in arrays])]).astype(np.int32)
+    flat = np.concatenate([a.reshape(-1) for a in arrays]) if arrays else np.zeros(0, np.float32)
+    columns = {name: [base[name]] * len(seeds) for name in base}
+    columns["seed"] = seeds
+    columns["shape"] = pa.array([list(a.shape) for a in arrays], pa.list_(pa.int64()))
+    columns["values"] = pa.ListArray.from_arrays(offsets, flat)
+    schema = SCHEMAS[SAMPLES]
+    return pa.table({name: columns[name] for name in schema.names}).cast(schema)
+
+
+def _git_sha() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=Path(__file__).parent, capture_output=True,
+            text=True, timeout=5, check=True,
+        )  # fmt: skip
+    except (OSError, subprocess.SubprocessError):
+        return ""
+    return out.stdout.strip()

@@ -1,0 +1,68 @@
+"""One sweep at a time in a run directory.
+
+Two sweeps of one name at once would write into one Ray experiment and one Optuna study. A sweep
+holds an exclusive `flock` on `<run dir>/.sweep.lock` while it runs; the kernel releases it when
+the process ends however it ends, so a killed sweep leaves no stale lock behind. The file holds
+who took it, for the message that refuses a second sweep. (On a shared file system, flock reaches
+other machines only where that file system supports it; NFSv4 does.)
+"""
+
+import contextlib
+import fcntl
+import os
+import socket
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+LOCK_FILE = ".sweep.lock"
+
+
+class Locked(RuntimeError):
+    """Another sweep holds the run directory; `holder` says which (pid, host, since)."""
+
+    def __init__(self, run_dir: Path, holder: str):
+        super().__init__(f"another sweep is running in {run_dir} ({holder})")
+        self.run_dir, self.holder = run_dir, holder
+
+
+def holder(run_dir: Path) -> str | None:
+    """Who holds the lock now, or None; writes nothing."""
+    path = run_dir / LOCK_FILE
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except (FileNotFoundError, NotADirectoryError):  # no sweep has run there
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return _describe(path)
+    finally:
+        os.close(fd)
+    return None
+
+
+@contextlib.contextmanager
+def hold(run_dir: Path) -> Iterator[None]:
+    """Hold the run directory's lock for the block; raises Locked if another sweep has it."""
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Locked(run_dir, _describe(path)) from None
+        os.ftruncate(fd, 0)
+        since = time.strftime("%Y-%m-%d %H:%M:%S")
+        os.write(fd, f"pid {os.getpid()} on {socket.gethostname()}, since {since}".encode())
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def _describe(path: Path) -> str:
+    try:
+        return path.read_text().strip() or "holder unknown"
+    except OSError:
+        return "holder unknown"

@@ -1,0 +1,90 @@
+"""A table kept as a directory of parquet files, so that rewriting a few rows costs a few rows.
+
+`<table>/<key>.parquet` is a part: the rows of one key (a trial), rewritten whole when they
+change. Parts that will not change again are merged now and then into
+`<table>/segment-<n>.parquet`, so that a table of thousands of trials stays a few dozen files.
+A reader takes each key's rows from one file only: its part where there is one, else the newest
+segment holding it; if a part is merged away while it reads, it reads again. Every file is
+written through a temporary file and a rename, created like any other file (mode 0o666 less the
+umask, so readable by the group), never half visible. pandas and pyarrow read such a directory
+as one table too, though while parts are being merged they may see a key's rows twice.
+"""
+
+import os
+import uuid
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+KEY = "trial_id"
+SEGMENT = "segment-"
+READ_ATTEMPTS = 5
+
+
+def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
+    """`write(tmp)`, then rename the temporary file over `path`."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
+    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def write(path: Path, table: pa.Table, schema: pa.Schema) -> Path:
+    # Dictionary encoding only for strings: on many distinct floats it is slow and large.
+    strings = [f.name for f in schema if f.type == pa.string()]
+    write_atomic(path, lambda tmp: pq.write_table(table.cast(schema), tmp, use_dictionary=strings))
+    return path
+
+
+def write_part(directory: Path, name: str, table: pa.Table, schema: pa.Schema) -> Path:
+    return write(directory / f"{name}.parquet", table, schema)
+
+
+def merge(directory: Path, names: Iterable[str], schema: pa.Schema) -> tuple[Path, list[Path]]:
+    """Merge parts into a new segment, then delete them; returns the segment and the parts."""
+    parts = [directory / f"{name}.parquet" for name in names]
+    table = pa.concat_tables(pq.read_table(part, schema=schema) for part in parts)
+    numbers = [int(p.stem.removeprefix(SEGMENT)) for p in directory.glob(f"{SEGMENT}*.parquet")]
+    segment = write(
+        directory / f"{SEGMENT}{max(numbers, default=0) + 1:06d}.parquet", table, schema
+    )
+    for part in parts:
+        part.unlink()
+    return segment, parts
+
+
+def read(directory: Path, schema: pa.Schema, keys: set[str] | None = None) -> pa.Table:
+    """The table: every key's rows from its newest file (only `keys`' rows, where given)."""
+    for attempt in range(READ_ATTEMPTS):
+        try:
+            return _read(directory, schema, keys)
+        except FileNotFoundError:  # a part merged into a segment after it was listed
+            if attempt == READ_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _read(directory: Path, schema: pa.Schema, keys: set[str] | None) -> pa.Table:
+    files = [p for p in directory.glob("*.parquet") if not p.name.startswith((".", "_"))]
+    segments = sorted((p for p in files if p.name.startswith(SEGMENT)), reverse=True)
+    parts = sorted(p for p in files if not p.name.startswith(SEGMENT))
+    parts = [p for p in parts if keys is None or p.stem in keys]
+    tables = [pq.read_table(part, schema=schema) for part in parts]
+    covered = {p.stem for p in parts}
+    for segment in segments:
+        table = pq.read_table(segment, schema=schema)
+        mask = pc.invert(pc.is_in(table[KEY], value_set=pa.array(sorted(covered), pa.string())))
+        if keys is not None:
+            mask = pc.and_(mask, pc.is_in(table[KEY], value_set=pa.array(sorted(keys))))
+        table = table.filter(mask)
+        covered |= set(pc.unique(table[KEY]).to_pylist())
+        tables.append(table)
+    return pa.concat_tables(tables) if tables else schema.empty_table()

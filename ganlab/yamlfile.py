@@ -1,0 +1,88 @@
+"""YAML as people write it, without the parts that silently mislead.
+
+`1e-4` is a float (PyYAML alone reads it as a string). Refused, each naming the field and line:
+a key given twice in one mapping (PyYAML keeps the last one), a number that is not finite
+(`.inf`, `.nan`, `1e999`), and aliases that expand to more values than any sweep file holds (an
+alias bomb expands to billions and would hang whatever walks it).
+"""
+
+import math
+import re
+from typing import Any
+
+import yaml
+
+MAX_VALUES = 100_000  # values once aliases are expanded; real sweep files hold hundreds
+FLOAT_TAG = "tag:yaml.org,2002:float"
+MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class Loader(yaml.SafeLoader):
+    """PyYAML's safe loader that also reads `1e-4` as a float."""
+
+
+Loader.add_implicit_resolver(
+    FLOAT_TAG,
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*)(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+class YamlError(ValueError):
+    """Valid YAML that a sweep or trial file may not hold; `field` is where (`search.lr_g`)."""
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field, self.message = field, message
+
+
+def read_yaml(text: str) -> Any:
+    """Parse `text`; raises yaml.YAMLError for bad syntax and YamlError for what is refused."""
+    loader = Loader(text)
+    try:
+        node = loader.get_single_node()
+        if node is None:
+            return None
+        _check(node, loader)
+        return loader.construct_document(node)
+    finally:
+        loader.dispose()
+
+
+def _check(root: yaml.Node, loader: Loader) -> None:
+    """Walk the document as it will be constructed (aliases expanded), at most MAX_VALUES."""
+    stack: list[tuple[yaml.Node, str]] = [(root, "")]
+    visited = 0
+    while stack:
+        node, where = stack.pop()
+        visited += 1
+        if visited > MAX_VALUES:
+            raise YamlError("file", f"more than {MAX_VALUES:,} values once its aliases (*name) "
+                            "are expanded; a sweep file needs far fewer")  # fmt: skip
+        if isinstance(node, yaml.MappingNode):
+            _check_keys(node, where)
+            stack += [(value, _join(where, key.value)) for key, value in node.value]
+        elif isinstance(node, yaml.SequenceNode):
+            stack += [(item, f"{where}[{i}]") for i, item in enumerate(node.value)]
+        elif node.tag == FLOAT_TAG and not math.isfinite(loader.construct_yaml_float(node)):
+            raise YamlError(where or "file", f"{node.value} at {_at(node.start_mark)} is not a "
+                            "finite number; give a finite value")  # fmt: skip
+
+
+def _check_keys(node: yaml.MappingNode, where: str) -> None:
+    seen: dict[tuple[str, str], yaml.Mark] = {}
+    for key, _ in node.value:
+        if key.tag == MERGE_TAG or not isinstance(key, yaml.ScalarNode):
+            continue
+        first = seen.setdefault((key.tag, key.value), key.start_mark)
+        if first is not key.start_mark:
+            raise YamlError(_join(where, key.value), f"key {key.value!r} is given twice, at "
+                            f"{_at(first)} and {_at(key.start_mark)}; keep one")  # fmt: skip
+
+
+def _at(mark: yaml.Mark) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+def _join(where: str, key: str) -> str:
+    return f"{where}.{key}" if where else str(key)

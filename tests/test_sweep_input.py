@@ -1,0 +1,151 @@
+"""`ganlab sweep` refuses what cannot run before Ray starts: exit 2, the sweep file named, nothing
+written, nothing already there lost. Errors that are not the user's input keep their traceback."""
+
+import os
+import shutil
+import subprocess
+import textwrap
+from pathlib import Path
+
+import pytest
+from tables import make_run
+
+from ganlab import results, runlock, sweep
+from ganlab import spec as specs
+from ganlab.cli import main
+
+SWEEP = """
+name: t
+base: {dataset: ring8, steps: 40, eval_every: 20, width: 16}
+search:
+  lr_d: {choice: [1.0e-4, 1.0e-3]}
+seeds: 2
+search_alg: grid
+objective: {metric: fid, mode: min}
+"""
+
+
+def write(tmp_path: Path, text: str = SWEEP) -> Path:
+    path = tmp_path / "t.yaml"
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def refused(capsys, argv: list[str]) -> str:
+    """Run the CLI, expect exit 2, return its one-line error."""
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    return line
+
+
+def started(tmp_path: Path, path: Path) -> Path:
+    """A run directory as a started sweep leaves it: Ray's experiment and the sweep's record."""
+    spec = specs.load(path, storage=str(tmp_path / "runs"))
+    run_dir = sweep.run_dir_of(spec)
+    (run_dir / sweep.EXPERIMENT).mkdir(parents=True)
+    sweep._write_record(spec, run_dir)
+    return run_dir
+
+
+def test_a_second_sweep_of_the_same_name_is_refused_while_one_runs(tmp_path, capsys):
+    path = write(tmp_path)
+    runs = tmp_path / "runs"
+    run_dir = runs / "t"
+    with runlock.hold(run_dir):  # what a running sweep holds
+        error = refused(capsys, ["sweep", str(path), "--storage", str(runs)])
+        spec = specs.load(path, storage=str(runs))
+        with pytest.raises(sweep.SweepError, match="another sweep named 't' is running"):
+            sweep.run(spec)  # started anyway, e.g. between the check and the lock: still refused
+    assert error.startswith(f"ganlab sweep: error: {path}: another sweep named 't' is running ")
+    assert f"in {run_dir} (pid {os.getpid()} on " in error and "another `name`" in error
+    assert sorted(p.name for p in run_dir.iterdir()) == [runlock.LOCK_FILE]
+    assert runlock.holder(run_dir) is None  # released with the block
+
+
+def test_resume_refuses_num_samples_and_a_changed_search(tmp_path, capsys):
+    path = write(tmp_path)
+    run_dir = started(tmp_path, path)
+    runs = str(tmp_path / "runs")
+    error = refused(capsys, ["sweep", str(path), "--storage", runs, "--resume",
+                             "--num-samples", "5"])  # fmt: skip
+    assert error == (f"ganlab sweep: error: {path}: --num-samples cannot change a sweep being "
+                     "resumed: --resume runs the samples it was started with")  # fmt: skip
+
+    write(
+        tmp_path,
+        SWEEP.replace("[1.0e-4, 1.0e-3]", "[1.0e-4, 3.0e-3]").replace("seeds: 2", "seeds: 3"),
+    )
+    error = refused(capsys, ["sweep", str(path), "--storage", runs, "--resume"])
+    assert error.startswith(f"ganlab sweep: error: {path}: --resume continues the sweep as it was "
+                            "started, and Ray and Optuna would ignore a change, but search, seeds "
+                            "changed (search was ")  # fmt: skip
+    assert "0.001" in error and "0.003" in error and "seeds was [0, 1], now [0, 1, 2]" in error
+    assert "another `name`" in error
+    assert sorted(p.name for p in run_dir.iterdir()) == [sweep.RECORD, sweep.EXPERIMENT]
+
+    write(tmp_path)  # as it was: accepted (checked only, not run here)
+    spec = specs.load(path, storage=runs)
+    assert sweep.check(spec, resume=True, address=None) == run_dir
+
+
+def test_storage_that_is_a_file_is_refused(tmp_path, capsys):
+    path = write(tmp_path)
+    storage = tmp_path / "runs"
+    storage.write_text("not a directory")
+    for where in (storage, storage / "deeper"):
+        error = refused(capsys, ["sweep", str(path), "--storage", str(where)])
+        assert error == (f"ganlab sweep: error: {path}: storage: {storage} is a file, not a "
+                         "directory; set `storage:` (or --storage) to a directory")  # fmt: skip
+    assert storage.read_text() == "not a directory"
+
+
+@pytest.fixture
+def read_only_dir(tmp_path):
+    """A directory this process cannot write in, root or not (root ignores permission bits,
+    not the immutable attribute)."""
+    directory = tmp_path / "read-only"
+    directory.mkdir()
+    if os.geteuid() == 0:
+        if (
+            not shutil.which("chattr")
+            or subprocess.run(["chattr", "+i", str(directory)]).returncode
+        ):
+            pytest.skip("no chattr +i here: cannot make a directory root cannot write")
+        yield directory
+        subprocess.run(["chattr", "-i", str(directory)], check=True)
+    else:
+        directory.chmod(0o555)
+        yield directory
+        directory.chmod(0o755)
+
+
+def test_storage_that_cannot_be_written_is_refused(tmp_path, read_only_dir, capsys):
+    path = write(tmp_path)
+    error = refused(capsys, ["sweep", str(path), "--storage", str(read_only_dir / "runs")])
+    assert error == (f"ganlab sweep: error: {path}: storage: cannot write in {read_only_dir} (no "
+                     "permission, or a read-only file system); set `storage:` (or --storage) to "
+                     "a directory you can write")  # fmt: skip
+    assert list(read_only_dir.iterdir()) == []
+
+
+def test_more_resources_than_this_machine_has_are_refused(tmp_path, capsys):
+    path = write(tmp_path, SWEEP + "resources: {cpu: 4096}\n")
+    error = refused(capsys, ["sweep", str(path), "--storage", str(tmp_path / "runs")])
+    cpus = sweep.ray._private.utils.get_num_cpus()
+    assert error == (
+        f"ganlab sweep: error: {path}: resources.cpu: a trial asks for 4096 CPU, but this "
+        f"machine has {cpus}, so on a local Ray it would wait forever; ask for at most {cpus}, "
+        "or join a cluster that has them with --address"
+    )
+    assert not (tmp_path / "runs").exists()
+
+
+def test_an_internal_error_is_not_bad_input(tmp_path, monkeypatch):
+    run = make_run(tmp_path / "run", n_configs=2, seeds=2, evals=2)
+
+    def broken(trials):
+        raise ValueError("a bug, not the user's input")
+
+    monkeypatch.setattr(results, "summarise", broken)
+    with pytest.raises(ValueError, match="a bug, not the user's input"):  # traceback, exit 1
+        main(["results", str(run)])
