@@ -35,22 +35,24 @@ CASES = {
 }
 
 
-def bare_loop(config: TrialConfig) -> Callable[[int], None]:
-    """`train(n)` of the PyTorch DCGAN example's loop on ganlab's models and data."""
-    data = datasets.load(config.dataset)
+def bare_loop(config: TrialConfig, device: str = "cpu") -> Callable[[int], None]:
+    """`train(n)` of the PyTorch DCGAN example's loop on ganlab's models and data, on `device`
+    (data resident there, noise drawn there; on a card `train` waits for its work to finish)."""
+    data = datasets.load(config.dataset, config.data_dir).to(torch.device(device))
     torch.manual_seed(config.seeds[0])
     g, d = models.build(config, data.shape)
+    g, d = g.to(device), d.to(device)
     betas = (config.beta1, config.beta2)
     opt_g = torch.optim.Adam(g.parameters(), lr=config.lr_g, betas=betas)
     opt_d = torch.optim.Adam(d.parameters(), lr=config.lr_d, betas=betas)
     criterion = nn.BCEWithLogitsLoss()
-    rng = torch.Generator().manual_seed(config.seeds[0])
+    rng = torch.Generator(device).manual_seed(config.seeds[0])
     batch = config.batch_size
 
     def train(n_steps: int) -> None:
         for _ in range(n_steps):
             real = data.sample(batch, rng)
-            fake = g(torch.randn(batch, config.z_dim, generator=rng))
+            fake = g(torch.randn(batch, config.z_dim, generator=rng, device=device))
             d.zero_grad()
             out_real, out_fake = d(real), d(fake.detach())
             loss_d = criterion(out_real, torch.ones_like(out_real)) + criterion(
@@ -63,6 +65,8 @@ def bare_loop(config: TrialConfig) -> Callable[[int], None]:
             loss_g = criterion(out, torch.ones_like(out))
             loss_g.backward()
             opt_g.step()
+        if device != "cpu":
+            torch.cuda.synchronize(device)
 
     return train
 

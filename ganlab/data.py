@@ -5,6 +5,7 @@ training is deterministic and needs no DataLoader workers. The torchvision loade
 directory in the datasets' real on-disk formats and download only when asked to.
 """
 
+import dataclasses
 import math
 import os
 from collections.abc import Callable
@@ -39,8 +40,24 @@ class Data:
     def is_2d(self) -> bool:
         return self.centres is not None
 
+    @property
+    def device(self) -> torch.device:
+        """Where the data lives, and so where every draw from it is made."""
+        held = self.centres if self.centres is not None else self.train
+        return held.device if held is not None else torch.device("cpu")
+
+    def to(self, device: torch.device) -> "Data":
+        """This dataset with its tensors on `device` (images stay uint8 there)."""
+        moved = {
+            name: value.to(device)
+            for name, value in vars(self).items()
+            if isinstance(value, Tensor)
+        }
+        return dataclasses.replace(self, **moved)
+
     def sample(self, n: int, generator: torch.Generator) -> Tensor:
-        """`n` training samples as float32 in the model's range ([-1, 1] for images)."""
+        """`n` training samples as float32 in the model's range ([-1, 1] for images), drawn on
+        the data's device with `generator`, which must draw there too."""
         if self.centres is not None:
             return _mixture_sample(self.centres, self.sigma, n, generator)
         return self._images(self.train, n, generator)[0]
@@ -59,14 +76,16 @@ class Data:
     def _images(
         self, images: Tensor, n: int, generator: torch.Generator, labels: Tensor | None = None
     ) -> tuple[Tensor, Tensor | None]:
-        idx = torch.randint(0, len(images), (n, self.stacked), generator=generator)
+        idx = torch.randint(
+            0, len(images), (n, self.stacked), generator=generator, device=images.device
+        )
         x = to_float(images[idx.flatten()])
         if self.stacked > 1:  # each channel an independent image
             x = x.reshape(n, self.stacked, *x.shape[2:])
         y = None
         if labels is not None:
             digits = labels[idx]
-            powers = 10 ** torch.arange(self.stacked - 1, -1, -1)
+            powers = 10 ** torch.arange(self.stacked - 1, -1, -1, device=digits.device)
             y = (digits * powers).sum(1)
         return x, y
 
@@ -79,8 +98,10 @@ def to_float(images: Tensor) -> Tensor:
 
 
 def _mixture_sample(centres: Tensor, sigma: float, n: int, generator: torch.Generator) -> Tensor:
-    idx = torch.randint(0, len(centres), (n,), generator=generator)
-    return centres[idx] + sigma * torch.randn(n, centres.shape[1], generator=generator)
+    device = centres.device
+    idx = torch.randint(0, len(centres), (n,), generator=generator, device=device)
+    noise = torch.randn(n, centres.shape[1], generator=generator, device=device)
+    return centres[idx] + sigma * noise
 
 
 @dataclass(frozen=True)
@@ -242,3 +263,20 @@ for _cls, _name, _shape, _extractor in [
     dataset(_name, _shape, 10 if _extractor == "classifier" else 0, _extractor)(
         _torchvision_loader(_cls, _name, _shape, _extractor)
     )
+
+
+# --- identity of the data, for cache keys ------------------------------------------------------
+
+
+def fingerprint(data: Data) -> str:
+    """16 hex digits of SHA-256 over everything a cache computed from `data` depends on (its
+    name, shape, mixture centres and σ, images and labels), so changed data never reads a
+    stale cache file."""
+    import hashlib
+
+    digest = hashlib.sha256(f"{data.name}|{data.shape}|{data.sigma}|{data.stacked}".encode())
+    for tensor in (data.centres, data.train, data.train_labels, data.test, data.test_labels):
+        if tensor is not None:
+            digest.update(str(tuple(tensor.shape)).encode())
+            digest.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:16]

@@ -7,9 +7,21 @@ evaluates every `eval_every` steps, and exposes its whole state through `state_d
 Stability is measured, never crashed on: a seed whose losses, gradients, weights or samples become
 non-finite, or whose gradient norm explodes, is marked diverged at that step and stops while the
 other seeds go on. The objective handed to schedulers and searchers is always finite.
+
+Device: every tensor of a trial lives on its device (data, networks, optimiser state, random
+generators, training signals), and a training step never reads a value back to the host, so a
+card runs the steps between two evaluations without waiting for Python. Divergence is therefore
+decided on the device: before each optimiser step, the step's losses, logits and gradient norm
+are checked there, a failing seed is flagged `dead` with its step recorded, and the fused Adam
+kernels skip every later update of a dead seed (their `found_inf` input, as under AMP's
+GradScaler), as does its EMA. The host reads the flags at the next evaluation and from then on
+trains the seed no more; until then its forward and backward passes run to no effect, except that
+BatchNorm running statistics and spectral-norm power iterations go on moving. A diverged seed is
+never evaluated again.
 """
 
 import copy
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -21,28 +33,37 @@ from torch import Tensor, nn
 from ganlab import data as datasets
 from ganlab import models
 from ganlab.config import TrialConfig
+from ganlab.devices import (
+    generator_state,
+    resolve_device,
+    seeded_generator,
+    set_generator_state,
+    synchronize,
+)
 from ganlab.losses import LOSSES
 from ganlab.metrics import Evaluator
-from ganlab.objective import is_collapsed, robust_objective
+from ganlab.objective import mode_outcome, robust_objective
 from ganlab.penalties import PENALTIES
 
 Report = Callable[[dict[str, Any]], None]
 
-SIGNALS = ("loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g")
+SIGNALS = ("loss_d", "d_real", "d_fake", "grad_norm_d", "loss_g", "grad_norm_g")
+"""Training signals, in the order D's step and then G's step check them."""
 EVAL_SEED_OFFSET = 1_000_003  # evaluation draws from its own generator, apart from training's
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("device 'cuda' was asked for, but torch sees no CUDA device here")
-    return torch.device(name)
+EVAL_CHUNK = 1000  # fakes generated at once in an evaluation
+PLACEMENT = ("device", "data_dir", "download")  # config fields a checkpoint may differ in
 
 
 @dataclass
 class Seed:
-    """Everything one seed owns: networks, optimisers, its random streams and its fate."""
+    """Everything one seed owns: networks, optimisers, its random streams and its fate.
+
+    `dead` (0. or 1., float32 as the optimisers' `found_inf` wants it), `signals` (the sums of
+    the training signals) and `dead_steps` (how many steps ended with the seed dead) live on the
+    trial's device and change inside training steps. The host reads them at evaluations: a seed
+    found dead at step T died at `T - dead_steps + 1`, its `diverged_step`; a live one's signal
+    means are the sums over the `T - read_at` steps since the last read.
+    """
 
     seed: int
     g: nn.Module
@@ -52,17 +73,22 @@ class Seed:
     g_ema: nn.Module | None
     rng: torch.Generator
     eval_rng: torch.Generator
+    dead: Tensor
+    signals: Tensor
+    dead_steps: Tensor
+    read_at: int = 0  # the step at which the host last read the device's sums and flag
     diverged_step: int | None = None
-    signals: Tensor = field(default_factory=lambda: torch.zeros(len(SIGNALS), dtype=torch.float64))
-    signal_steps: int = 0
     g_params: list[Tensor] = field(init=False, repr=False)
     d_params: list[Tensor] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         self.g_params, self.d_params = list(self.g.parameters()), list(self.d.parameters())
+        # The fused Adam kernels skip their whole update where found_inf is 1.
+        self.opt_g.found_inf = self.opt_d.found_inf = self.dead
 
     @property
     def alive(self) -> bool:
+        """Alive as far as the host knows: the device may have flagged it since."""
         return self.diverged_step is None
 
 
@@ -73,16 +99,18 @@ class Trial:
         self.config = config
         self.report = report or (lambda result: None)
         self.device = resolve_device(config.device)
-        self.data = datasets.load(config.dataset, config.data_dir, config.download)
-        self.evaluator = Evaluator(self.data, config.n_eval, str(self.device))
+        data = datasets.load(config.dataset, config.data_dir, config.download)
+        self.evaluator = Evaluator(data, config.n_eval, str(self.device))
+        self.data = data.to(self.device)  # resident for the whole trial: no copies per step
         self.loss = LOSSES[config.loss]
         self.penalty = PENALTIES[config.penalty]
         self.seeds = [self._build_seed(seed) for seed in config.seeds]
-        # What each training signal may reach: losses and logits finite, gradient norms bounded.
-        finite = torch.finfo(torch.float32).max
-        self._limits = torch.tensor(
-            [finite] * 4 + [config.max_grad_norm] * 2, dtype=torch.float64, device=self.device
-        )
+        # What the checked signals may reach: losses and logits finite, gradient norms bounded.
+        # D's step checks (loss_d, d_real, d_fake, grad_norm_d), G's (loss_g, grad_norm_g).
+        finite, grad = torch.finfo(torch.float32).max, config.max_grad_norm
+        limits = {"dtype": torch.float64, "device": self.device}
+        self._d_limits = torch.tensor([finite, finite, finite, grad], **limits)
+        self._g_limits = torch.tensor([finite, grad], **limits)
         self.step = 0
         self.wall_s = 0.0
         self.train_s = 0.0
@@ -92,22 +120,27 @@ class Trial:
     # --- construction ---------------------------------------------------------------------
 
     def _build_seed(self, seed: int) -> Seed:
-        cfg = self.config
-        torch.manual_seed(seed)  # weight initialisation; training draws only from `rng`
+        cfg, device = self.config, self.device
+        # Weights are initialised on the CPU from the seed, then moved: a seed starts from the
+        # same weights on every device. Training draws only from the seed's generators.
+        torch.manual_seed(seed)
         g, d = models.build(cfg, self.data.shape)
-        g, d = g.to(self.device), d.to(self.device)
+        g, d = g.to(device), d.to(device)
         betas = (cfg.beta1, cfg.beta2)
         return Seed(
             seed=seed,
             g=g,
             d=d,
             # fused: one kernel per parameter, where the default runs a dozen ops on each; on
-            # small models that was the largest cost of a step.
+            # small models that was the largest cost of a step. It also takes `found_inf`.
             opt_g=torch.optim.Adam(g.parameters(), lr=cfg.lr_g, betas=betas, fused=True),
             opt_d=torch.optim.Adam(d.parameters(), lr=cfg.lr_d, betas=betas, fused=True),
             g_ema=copy.deepcopy(g).requires_grad_(False) if cfg.ema > 0 else None,
-            rng=torch.Generator(self.device).manual_seed(seed),
-            eval_rng=torch.Generator(self.device).manual_seed(seed + EVAL_SEED_OFFSET),
+            rng=seeded_generator(seed, device),
+            eval_rng=seeded_generator(seed + EVAL_SEED_OFFSET, device),
+            dead=torch.zeros((), device=device),
+            signals=torch.zeros(len(SIGNALS), dtype=torch.float64, device=device),
+            dead_steps=torch.zeros((), dtype=torch.float64, device=device),
         )
 
     # --- training ---------------------------------------------------------------------------
@@ -126,19 +159,21 @@ class Trial:
     def train(self, n_steps: int) -> None:
         """`n_steps` steps of every live seed, seed after seed at each step."""
         start = time.perf_counter()
+        live = [s for s in self.seeds if s.alive]
         for _ in range(n_steps):
             self.step += 1
-            for seed in self.seeds:
-                if seed.alive:
-                    self._train_step(seed)
+            for seed in live:
+                self._train_step(seed)
+        synchronize(self.device)  # the steps are done, not only queued
         elapsed = time.perf_counter() - start
         self.train_s += elapsed
         self.wall_s += elapsed
 
     def _train_step(self, s: Seed) -> None:
+        """One step of one seed, host-free: every value stays on the device."""
         cfg, batch = self.config, self.config.batch_size
         for i in range(cfg.d_steps):
-            real = self.data.sample(batch, s.rng).to(self.device)
+            real = self.data.sample(batch, s.rng)
             last = i == cfg.d_steps - 1
             with torch.set_grad_enabled(last):  # the last fakes serve G's step too
                 fake = s.g(self._noise(batch, s.rng))
@@ -150,6 +185,11 @@ class Trial:
                 )
             s.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
+            with torch.no_grad():
+                d_signals = torch.stack(
+                    [d_loss, d_real.mean(), d_fake.mean(), _grad_norm(s.d_params)]
+                )
+            _check(s, d_signals, self._d_limits)
             s.opt_d.step()
             if cfg.clip:
                 for p in s.d.parameters():
@@ -159,18 +199,15 @@ class Trial:
         s.opt_g.zero_grad(set_to_none=True)
         # Only G's gradients: D's weight gradients would cost time and overwrite its own step's.
         g_loss.backward(inputs=s.g_params)
+        with torch.no_grad():
+            g_signals = torch.stack([g_loss, _grad_norm(s.g_params)])
+        _check(s, g_signals, self._g_limits)
         s.opt_g.step()
         if s.g_ema is not None:
-            _ema_update(s.g_ema, s.g, cfg.ema)
-        grad_d, grad_g = _grad_norm(s.d_params), _grad_norm(s.g_params)
-        signals = torch.stack([d_loss, g_loss, d_real.mean(), d_fake.mean(), grad_d, grad_g])
-        signals = signals.detach()
-        # One comparison per step: NaN fails it, and so does ±inf against a finite limit.
-        if not bool((signals.abs() <= self._limits).all()):
-            s.diverged_step = self.step
-            return
-        s.signals += signals.cpu()
-        s.signal_steps += 1
+            _ema_update(s.g_ema, s.g, cfg.ema, s.dead)
+        # A dead seed's sums turn to garbage, but a seed found dead reports no signals.
+        s.signals += torch.cat([d_signals, g_signals])
+        s.dead_steps += s.dead
 
     def _noise(self, n: int, rng: torch.Generator) -> Tensor:
         return torch.randn(n, self.config.z_dim, generator=rng, device=self.device)
@@ -200,8 +237,7 @@ class Trial:
         return result
 
     def _evaluate_seed(self, s: Seed) -> dict[str, Any]:
-        if s.alive and not _finite_params(s):
-            s.diverged_step = self.step
+        signals = self._read_seed(s) if s.alive else {}
         if not s.alive:
             return {"diverged": True, "diverged_step": s.diverged_step}
         fake = self._generate(s)
@@ -210,27 +246,41 @@ class Trial:
             return {"diverged": True, "diverged_step": s.diverged_step}
         self.samples[s.seed] = fake[: self.config.sample_keep].cpu()
         metrics = self.evaluator(fake)
-        collapsed = is_collapsed(metrics, self.data.n_modes)
-        if collapsed is not None:
-            metrics["collapsed"] = collapsed
-        metrics.update(self._take_signals(s))
+        metrics.update(mode_outcome(metrics, self.data.n_modes))  # good_modes, collapsed
+        metrics.update(signals)
         metrics["diverged"] = False
         return metrics
 
+    def _read_seed(self, s: Seed) -> dict[str, float]:
+        """The host's look at a live seed: its fate and its mean training signals since the last
+        evaluation, in one read; the sums start again from zero."""
+        fate = torch.stack([s.dead_steps, _finite_params(s).double()])
+        *sums, dead_steps, finite = torch.cat([s.signals, fate]).tolist()
+        steps = self.step - s.read_at
+        s.signals.zero_()
+        s.dead_steps.zero_()
+        s.read_at = self.step
+        if dead_steps:
+            s.diverged_step = self.step - int(dead_steps) + 1
+        elif not finite:
+            s.diverged_step = self.step
+        if not steps:
+            return {}
+        return {name: total / steps for name, total in zip(SIGNALS, sums, strict=True)}
+
     @torch.no_grad()
     def _generate(self, s: Seed) -> Tensor:
+        """The evaluation's fakes, drawn with BatchNorm in inference mode (running statistics),
+        so that no sample depends on the others in its chunk."""
         g = s.g_ema if s.g_ema is not None else s.g
-        n, chunk = self.evaluator.n_fake, 1000
-        parts = [g(self._noise(min(chunk, n - i), s.eval_rng)) for i in range(0, n, chunk)]
+        n = self.evaluator.n_fake
+        g.eval()
+        try:
+            chunks = range(0, n, EVAL_CHUNK)
+            parts = [g(self._noise(min(EVAL_CHUNK, n - i), s.eval_rng)) for i in chunks]
+        finally:
+            g.train()
         return torch.cat(parts)
-
-    def _take_signals(self, s: Seed) -> dict[str, float]:
-        if not s.signal_steps:
-            return {}
-        means = (s.signals / s.signal_steps).tolist()
-        s.signals.zero_()
-        s.signal_steps = 0
-        return dict(zip(SIGNALS, means, strict=True))
 
     def _samples_per_s(self) -> float:
         seed_steps = self.step * len(self.seeds)
@@ -251,13 +301,34 @@ class Trial:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        if state["config"] != self.config.to_dict():
+        """Restore `state_dict()`'s output, from whatever device its tensors are on."""
+        if _identity(state["config"]) != _identity(self.config.to_dict()):
             raise ValueError("checkpoint was written by a different configuration")
         self.step, self.wall_s, self.train_s = state["step"], state["wall_s"], state["train_s"]
         self.history = copy.deepcopy(state["history"])
         self.samples = dict(state["samples"])
         for s, saved in zip(self.seeds, state["seeds"], strict=True):
             _load_seed_state(s, saved)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write the whole state to `path` (a checkpoint `load` restores on any device)."""
+        torch.save(self.state_dict(), path)
+
+    def load(self, path: str | os.PathLike) -> None:
+        """Restore a checkpoint written by `save`, on a card or not: read onto the CPU (so a
+        card's checkpoint opens where there is none), then copied onto this trial's device."""
+        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+
+
+def _identity(config: dict[str, Any]) -> dict[str, Any]:
+    """What makes two configurations the same trial: all but where it runs and reads its data
+    (a checkpoint written on a card resumes on a CPU, with the data elsewhere)."""
+    return {k: v for k, v in config.items() if k not in PLACEMENT}
+
+
+def _check(s: Seed, signals: Tensor, limits: Tensor) -> None:
+    """Flag `s` dead, on the device, if `signals` break their `limits` (NaN breaks any)."""
+    s.dead.masked_fill_((signals.abs() <= limits).all().logical_not(), 1.0)
 
 
 def _grad_norm(params: list[Tensor]) -> Tensor:
@@ -266,15 +337,19 @@ def _grad_norm(params: list[Tensor]) -> Tensor:
 
 
 @torch.no_grad()
-def _ema_update(ema: nn.Module, model: nn.Module, decay: float) -> None:
-    torch._foreach_lerp_(list(ema.parameters()), list(model.parameters()), 1 - decay)
+def _ema_update(ema: nn.Module, model: nn.Module, decay: float, dead: Tensor) -> None:
+    # A dead seed's weight is 0: lerp leaves the average exactly as it was.
+    weight = (1 - decay) * (1 - dead)
+    ema_params = list(ema.parameters())
+    torch._foreach_lerp_(ema_params, list(model.parameters()), [weight] * len(ema_params))
     for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
         b_ema.copy_(b)
 
 
-def _finite_params(s: Seed) -> bool:
-    params = [*s.g.parameters(), *s.d.parameters()]
-    return all(bool(torch.isfinite(p).all()) for p in params)
+def _finite_params(s: Seed) -> Tensor:
+    """Whether every weight of G and D is finite, as a 0-d bool tensor on the device."""
+    params = [*s.g_params, *s.d_params]
+    return torch.stack([torch.isfinite(p).all() for p in params]).all()
 
 
 def _seed_state(s: Seed) -> dict[str, Any]:
@@ -285,11 +360,13 @@ def _seed_state(s: Seed) -> dict[str, Any]:
         "opt_g": s.opt_g.state_dict(),
         "opt_d": s.opt_d.state_dict(),
         "g_ema": s.g_ema.state_dict() if s.g_ema is not None else None,
-        "rng": s.rng.get_state(),
-        "eval_rng": s.eval_rng.get_state(),
+        "rng": generator_state(s.rng),
+        "eval_rng": generator_state(s.eval_rng),
+        "read_at": s.read_at,
         "diverged_step": s.diverged_step,
+        "dead": s.dead.clone(),
         "signals": s.signals.clone(),
-        "signal_steps": s.signal_steps,
+        "dead_steps": s.dead_steps.clone(),
     }
 
 
@@ -302,8 +379,9 @@ def _load_seed_state(s: Seed, saved: dict[str, Any]) -> None:
     s.opt_d.load_state_dict(saved["opt_d"])
     if s.g_ema is not None:
         s.g_ema.load_state_dict(saved["g_ema"])
-    s.rng.set_state(saved["rng"])
-    s.eval_rng.set_state(saved["eval_rng"])
-    s.diverged_step = saved["diverged_step"]
-    s.signals = saved["signals"].clone()
-    s.signal_steps = saved["signal_steps"]
+    set_generator_state(s.rng, saved["rng"])
+    set_generator_state(s.eval_rng, saved["eval_rng"])
+    s.read_at, s.diverged_step = saved["read_at"], saved["diverged_step"]
+    # Copied into the seed's own tensors: the optimisers hold `dead` as their found_inf.
+    for name in ("dead", "signals", "dead_steps"):
+        getattr(s, name).copy_(saved[name])

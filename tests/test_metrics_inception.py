@@ -11,7 +11,7 @@ from ganlab.data import Data
 from ganlab.metrics import Evaluator
 from ganlab.metrics.cache import file_sha256
 from ganlab.metrics.extractors import load_extractor
-from ganlab.metrics.inception import WEIGHTS_FILE, fid_inception_v3, tf1_resize_matrix
+from ganlab.metrics.inception import WEIGHTS_FILE, tf1_resize_matrix
 
 TINY = Data(
     "tiny-images", (3, 8, 8), "inception", n_eval=6,
@@ -21,22 +21,12 @@ TINY = Data(
 )  # fmt: skip
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    # On a shared 2-core machine, two OpenMP threads of these big convolutions wait on each other
-    # (measured 6x slower than one thread under load); one thread keeps the test at seconds.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-@pytest.fixture(scope="module")
-def weights(tmp_path_factory):
-    path = tmp_path_factory.mktemp("inception") / "random-inception.pth"
-    torch.manual_seed(0)
-    torch.save(fid_inception_v3().state_dict(), path)
-    return path
+@pytest.fixture
+def weights(inception_weights):
+    return inception_weights
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ganlab.data import Data, to_float
+from ganlab.devices import full_precision
 from ganlab.metrics.cache import cache_dir, cached, tensors_sha256
 from ganlab.metrics.features import Features
 
@@ -126,12 +127,13 @@ class ClassifierExtractor:
     has_probs = True
 
     def __init__(self, model: SmallCNN, stacked: int = 1, device: str = "cpu"):
+        self.weights = tensors_sha256(model.state_dict())[:16]  # on the CPU, before the move
         self.model = model.to(device)
-        self.weights = tensors_sha256(model.state_dict())[:16]
         self.stacked = stacked
         self.device = device
 
     @torch.inference_mode()
+    @full_precision()
     def __call__(self, x: Tensor) -> Features:
         n = len(x)
         # out-of-range pixels read as the nearest valid value, as they would in a saved image

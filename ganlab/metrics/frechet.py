@@ -40,8 +40,9 @@ def covariance_sqrt(cov: Tensor) -> Tensor:
 
 def statistics_to_frechet(
     real: Statistics, fake: Statistics, real_cov_sqrt: Tensor | None = None
-) -> float:
-    """Fréchet distance between N(real) and N(fake); pass `real_cov_sqrt` to reuse it."""
+) -> Tensor:
+    """Fréchet distance between N(real) and N(fake), a 0-d float64 tensor on their device;
+    pass `real_cov_sqrt` to reuse it."""
     s = covariance_sqrt(real.cov) if real_cov_sqrt is None else real_cov_sqrt
     middle = s @ fake.cov.to(torch.float64) @ s
     middle = (middle + middle.T) / 2  # exact symmetry for eigvalsh
@@ -49,4 +50,4 @@ def statistics_to_frechet(
     mean_term = (real.mean - fake.mean).square().sum()
     value = mean_term + real.cov.trace() + fake.cov.trace() - 2 * trace_sqrt
     # Rounding can leave a distance of identical statistics a hair below zero.
-    return max(float(value), 0.0)
+    return value.clamp(min=0.0)

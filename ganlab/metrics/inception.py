@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ganlab.devices import full_precision
 from ganlab.metrics.cache import atomic_write, cache_dir, file_sha256
 from ganlab.metrics.features import Features
 
@@ -141,15 +142,16 @@ def _how_to_provide() -> str:
     )
 
 
-def tf1_resize_matrix(n_in: int, n_out: int) -> Tensor:
-    """(n_out, n_in) matrix of TF1's bilinear resize, align_corners=False."""
-    source = torch.arange(n_out, dtype=torch.float64) * (n_in / n_out)
+def tf1_resize_matrix(n_in: int, n_out: int, device: str | torch.device = "cpu") -> Tensor:
+    """(n_out, n_in) matrix of TF1's bilinear resize, align_corners=False, made on `device`."""
+    rows = torch.arange(n_out, device=device)
+    source = torch.arange(n_out, dtype=torch.float64, device=device) * (n_in / n_out)
     low = source.floor().long()
     high = (low + 1).clamp(max=n_in - 1)
     weight = source - low
-    matrix = torch.zeros(n_out, n_in, dtype=torch.float64)
-    matrix[torch.arange(n_out), low] += 1 - weight
-    matrix[torch.arange(n_out), high] += weight
+    matrix = torch.zeros(n_out, n_in, dtype=torch.float64, device=device)
+    matrix[rows, low] += 1 - weight
+    matrix[rows, high] += weight
     return matrix
 
 
@@ -165,17 +167,23 @@ class InceptionExtractor:
         self.net.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
         self.net.eval().requires_grad_(False).to(device)
         self.device = device
+        self._resize: dict[int, Tensor] = {}  # image side -> resize matrix, on the device
+
+    def _resize_matrix(self, n_in: int) -> Tensor:
+        if n_in not in self._resize:
+            self._resize[n_in] = tf1_resize_matrix(n_in, INPUT_SIZE, self.device).float()
+        return self._resize[n_in]
 
     def _preprocess(self, x: Tensor) -> Tensor:
         x = ((x.float().clamp(-1, 1) + 1) * 127.5).round()  # the 8-bit image a PNG would hold
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)  # grey images as RGB
-        rows = tf1_resize_matrix(x.shape[2], INPUT_SIZE).float().to(x.device)
-        cols = tf1_resize_matrix(x.shape[3], INPUT_SIZE).float().to(x.device)
+        rows, cols = self._resize_matrix(x.shape[2]), self._resize_matrix(x.shape[3])
         x = torch.einsum("oh,nchw,pw->ncop", rows, x, cols)
         return (x - 128) / 128
 
     @torch.inference_mode()
+    @full_precision()
     def __call__(self, x: Tensor) -> Features:
         features, probs = [], []
         for batch in x.split(BATCH):

@@ -22,8 +22,9 @@ def joint_probabilities(probs: Tensor) -> Tensor:
     return joint
 
 
-def probabilities_to_inception_score(probs: Tensor, splits: int = IS_SPLITS) -> float:
-    """Inception Score of class probabilities `probs`, shape (n, s, C) (s = 1 if not stacked)."""
+def probabilities_to_inception_score(probs: Tensor, splits: int = IS_SPLITS) -> Tensor:
+    """Inception Score of class probabilities `probs`, shape (n, s, C) (s = 1 if not stacked),
+    as a 0-d float64 tensor on their device."""
     scores = []
     for part in torch.tensor_split(probs, min(splits, len(probs))):
         p = joint_probabilities(part)
@@ -31,4 +32,4 @@ def probabilities_to_inception_score(probs: Tensor, splits: int = IS_SPLITS) -> 
         # 0 · log 0 = 0: classes a sample gives no mass to add nothing to its KL
         terms = torch.where(p > 0, p * (p.log() - marginal.log()), 0.0)
         scores.append(terms.sum(1).mean().exp())
-    return float(torch.stack(scores).mean())
+    return torch.stack(scores).mean()

@@ -86,15 +86,15 @@ def within_subset_sums(x: Tensor, idx: Tensor) -> Tensor:
     return subset_kernel_sums(x, x, idx, idx) - subset_kernel_diagonals(x, idx)
 
 
-def kernel_sums_to_kid(real_within: Tensor, fake_within: Tensor, cross: Tensor, m: int) -> float:
-    """Mean over subsets of the unbiased MMD² from the three kernel sums of each subset."""
+def kernel_sums_to_kid(real_within: Tensor, fake_within: Tensor, cross: Tensor, m: int) -> Tensor:
+    """Mean over subsets of the unbiased MMD² from the three kernel sums of each subset (0-d)."""
     mmd2 = (real_within + fake_within) / (m * (m - 1)) - 2 * cross / (m * m)
-    return float(mmd2.mean())
+    return mmd2.mean()
 
 
 def features_to_kid(
     real: Tensor, fake: Tensor, n_subsets: int = KID_SUBSETS, seed: int = KID_SEED
-) -> float:
+) -> Tensor:
     """KID between two feature sets, shapes (n_real, d) and (n_fake, d).
 
     Real subsets are drawn with `seed`, fake subsets with `seed + 1`, so a caller can precompute

@@ -8,8 +8,9 @@ nearest neighbour in its own set (itself excluded), "inside a ball" is a strict 
     density   = (1/k) · mean over fakes of the number of real balls holding it
     coverage  = share of reals whose ball holds at least one fake
 
-Distances are Euclidean in float64. In few dimensions (2-D data) k-d trees find the neighbours
-and the balls' contents in O(n log n); otherwise distances are computed in row blocks, so memory
+Distances are Euclidean in float64. In few dimensions (2-D data) on the CPU, k-d trees find the
+neighbours and the balls' contents in O(n log n); otherwise (and always on a card, where the trees'
+host round trip would cost more) distances are computed in row blocks, so memory
 stays bounded at any n. Both give the same counts (tested against a brute-force loop). Sets
 above `PRDC_MAX_N` are cut to their first `PRDC_MAX_N` points, the sample size the authors
 recommend, because the cost grows with n².
@@ -45,7 +46,8 @@ def _row_blocks(n_rows: int, n_cols: int) -> list[slice]:
 
 
 def _use_tree(x: Tensor) -> bool:
-    return x.shape[1] <= TREE_MAX_DIM
+    # The trees are scipy's, on the host: a card computes the blocks of distances instead.
+    return x.shape[1] <= TREE_MAX_DIM and x.device.type == "cpu"
 
 
 def knn_radii(x: Tensor, k: int = PRDC_K) -> Tensor:
@@ -107,8 +109,9 @@ def _ball_counts_tree(
 
 def features_to_prdc(
     real: Tensor, fake: Tensor, k: int = PRDC_K, real_radii: Tensor | None = None
-) -> dict[str, float]:
-    """precision, recall, density and coverage of `fake` against `real`.
+) -> dict[str, Tensor]:
+    """precision, recall, density and coverage of `fake` against `real`, as 0-d float64
+    tensors on their device.
 
     Pass `real_radii = knn_radii(prdc_features(real), k)` to reuse the real radii across calls.
     """
@@ -120,8 +123,8 @@ def features_to_prdc(
     # per fake: how many real balls hold it; per real: whether a fake is in its ball / it in one
     inside_real, real_covered, real_recalled = counts(real, fake, real_radii, fake_radii)
     return {
-        "precision": float((inside_real > 0).double().mean()),
-        "recall": float(real_recalled.double().mean()),
-        "density": float(inside_real.double().mean() / k),
-        "coverage": float(real_covered.double().mean()),
+        "precision": (inside_real > 0).double().mean(),
+        "recall": real_recalled.double().mean(),
+        "density": inside_real.double().mean() / k,
+        "coverage": real_covered.double().mean(),
     }
