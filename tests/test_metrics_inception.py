@@ -18,6 +18,9 @@ TINY = Data(
     train=torch.randint(0, 256, (7, 3, 8, 8), dtype=torch.uint8,
                         generator=torch.Generator().manual_seed(0)),
     train_labels=torch.zeros(7, dtype=torch.long),
+    test=torch.randint(0, 256, (7, 3, 8, 8), dtype=torch.uint8,
+                       generator=torch.Generator().manual_seed(1)),
+    test_labels=torch.zeros(7, dtype=torch.long),
 )  # fmt: skip
 
 
