@@ -22,6 +22,7 @@ from analysis import (
     compare,
     convergence,
     distributions,
+    effects,
     modes,
     samples,
     search,
@@ -128,6 +129,7 @@ def report_sections(run: Run, progress: Progress | None = None) -> list[Section]
     say = progress or (lambda _line: None)
     builders = [
         _summary_section,
+        _effects_section,
         _convergence_section,
         _distribution_section,
         _divergence_section,
@@ -159,6 +161,38 @@ def _summary_section(run: Run) -> Section:
     return Section("summary", "Summary", how, render_summary(info))
 
 
+def _effects_section(run: Run) -> Section:
+    info = effects.get_effects_info(
+        run.trials, run.params, run.objective.metric, run.objective.mode
+    )
+    how = (
+        "Each searched factor's levels against its first level (numbers in up to three "
+        "quantile bins): the change in the robust objective (median over seeds, a diverged "
+        "seed counted as the worst value), in modes captured and in the divergence rate, "
+        "with 95 % intervals from a bootstrap over configurations and their seeds. Red "
+        "marks an interval that excludes no effect; grey, one the data cannot tell from none."
+    )
+    sentences = effects.effect_sentences(info)
+    body = figure_html(effects.plot_effects(info), "fig-effects") + (
+        '<ul class="effects">' + "".join(f"<li>{html.escape(t)}</li>" for t in sentences) + "</ul>"
+    )
+    return Section("effects", "Effects of the searched factors", how, body)
+
+
+def _floor_note(run: Run) -> str:
+    """The real-data floor beside a figure of FID (empty for other metrics)."""
+    if run.objective.metric != "fid":
+        return ""
+    protocols = [summary.parse_protocol(p) for p in run.trials["protocol"].dropna().unique()]
+    floors = [format_value(float(p["fid_floor"])) for p in protocols if "fid_floor" in p]
+    if not floors:
+        return ""
+    return (
+        f" Real-data floor: FID {' / '.join(floors)} (training samples against the held-out "
+        "reference); no generator should be read as better than it."
+    )
+
+
 def _convergence_section(run: Run) -> Section:
     info = convergence.get_convergence_info(
         run.metrics, run.stats, run.params, run.objective.metric
@@ -167,7 +201,7 @@ def _convergence_section(run: Run) -> Section:
         "Each line is a configuration's median over seeds, with its interquartile range "
         "shaded; solid lines are the best ranked, dotted the worst. A line that stops is "
         "one whose seeds all diverged; click a legend entry to hide or show it."
-    )
+    ) + _floor_note(run)
     body = figure_html(convergence.plot_convergence(info), "fig-convergence")
     return Section("convergence", "Convergence", how, body)
 
@@ -181,7 +215,7 @@ def _distribution_section(run: Run) -> Section:
         "group's quartiles; groups are sorted best median first. Red crosses are trials "
         "with at least half their seeds diverged, whose objective the divergence penalty "
         "sets; they are kept out of the boxes."
-    )
+    ) + _floor_note(run)
     body = figure_html(distributions.plot_distribution(info), "fig-distribution")
     return Section("distribution", "Final objective by loss, architecture and penalty", how, body)
 
@@ -383,6 +417,7 @@ def render_summary(info: summary.SummaryInfo) -> str:
         )
     if info.objective.mixed:
         warnings.append("Trials disagree on the objective's metric or mode.")
+    warnings += protocol_warnings(info.protocols)
     counts = ", ".join(f"{n} {s}" for s, n in info.status_counts.items() if n)
     facts = [
         (
@@ -403,6 +438,11 @@ def render_summary(info: summary.SummaryInfo) -> str:
         ),
         ("code", "; ".join(info.versions)),
     ]
+    if info.verdict:
+        facts.insert(5, ("best configuration", info.verdict))
+    floors = fid_floors(info.protocols)
+    if floors:
+        facts.insert(5, ("FID floor", floors))
     protocol = [(k, v) for k, v in info.setup.items()]
     for i, p in enumerate(info.protocols):
         name = "protocol" if len(info.protocols) == 1 else f"protocol {i + 1}"
@@ -415,6 +455,36 @@ def render_summary(info: summary.SummaryInfo) -> str:
         + "</div><h3>Best configurations</h3>"
         + _table(info.best, info.objective.metric)
     )
+
+
+def fid_floors(protocols: list[dict]) -> str:
+    """The real-data floor of FID under each protocol, in words ("" when none recorded)."""
+    floors = [p["fid_floor"] for p in protocols if "fid_floor" in p]
+    if not floors:
+        return ""
+    values = " / ".join(format_value(float(f)) for f in floors)
+    return (
+        f"{values}: the FID of training samples against the held-out reference, what a "
+        "generator that copies its training data scores. No FID below it means anything."
+    )
+
+
+def protocol_warnings(protocols: list[dict]) -> list[str]:
+    """What makes a run's FID incomparable with published numbers, from its protocols."""
+    warnings = []
+    for p in protocols:
+        if p.get("rank_deficient"):
+            warnings.append(
+                f"FID here is computed from fewer samples ({min(p['n_real'], p['n_fake'])}) "
+                f"than feature dimensions ({p['dim']}): its covariances are singular and "
+                "the value is biased; compare it only within this run."
+            )
+        if p.get("extractor") == "inception" and p.get("standard_weights") is False:
+            warnings.append(
+                "The Inception weights are not the standard FID file (hash checked): FID "
+                "is not comparable with published numbers."
+            )
+    return warnings
 
 
 def _percent(share: float) -> str:

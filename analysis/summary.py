@@ -1,5 +1,5 @@
-"""The summary that leads the report: counts, failure shares, the evaluation protocol and the
-best configurations."""
+"""The summary that leads the report: counts, failure shares, the evaluation protocol, the best
+configurations and whether their seeds can tell them apart."""
 
 import json
 from typing import NamedTuple
@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from analysis.aggregate import Objective, per_trial
+from analysis.effects import get_verdict
 from ganlab.results import STATUSES
 
 
@@ -25,6 +26,7 @@ class SummaryInfo(NamedTuple):
     setup: dict[str, str]  # evaluation settings from the configuration columns
     best: pd.DataFrame  # the best configurations: rank, parameters, objective, rates, metrics
     versions: list[str]  # ganlab version @ git sha, each distinct
+    verdict: str = ""  # whether the seeds support the best configuration over the next ones
 
 
 def get_summary_info(
@@ -39,7 +41,7 @@ def get_summary_info(
     statuses = trials["status"].value_counts()
     counts = {s: int(statuses.get(s, 0)) for s in STATUSES}
     trial_div = trials.groupby("trial_id")["status"].agg(lambda s: (s == "diverged").any())
-    protocols = [_parse(p) for p in trials["protocol"].dropna().unique()]
+    protocols = [parse_protocol(p) for p in trials["protocol"].dropna().unique()]
     metric = objective.metric
     columns = [
         "rank",
@@ -73,6 +75,7 @@ def get_summary_info(
         setup=_setup(trials),
         best=best,
         versions=versions,
+        verdict=get_verdict(trials, stats, metric, objective.mode, top).sentence,
     )
 
 
@@ -80,7 +83,8 @@ def _share(part: int, whole: int) -> float:
     return float(part) / whole if whole else float("nan")
 
 
-def _parse(text: str) -> dict:
+def parse_protocol(text: str) -> dict:
+    """A protocol's JSON as a dict (anything else kept under `protocol`)."""
     try:
         value = json.loads(text)
     except (TypeError, ValueError):

@@ -122,7 +122,17 @@ def _print_progress(result: dict[str, Any]) -> None:
           f"{result['wall_s']:.1f}s", flush=True)  # fmt: skip
 
 
-SUMMARY_METRICS = ("fid", "kid", "modes", "hq", "kl_modes", "precision", "recall", "is")
+SUMMARY_METRICS = (
+    "fid",
+    "kid",
+    "good_modes",
+    "modes",
+    "hq",
+    "kl_modes",
+    "precision",
+    "recall",
+    "is",
+)
 
 
 def format_seed_summary(history: list[dict[str, Any]], metric: str) -> str:

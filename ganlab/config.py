@@ -97,6 +97,7 @@ class TrialConfig:
             _check_choice(name, getattr(self, name), sorted(registry))
         _check_choice("mode", self.mode, OBJECTIVE_MODES)
         self._validate_against_data()
+        self._validate_direction()
         _check_choice("device", self.device, DEVICES)
         for name in ("width", "depth", "z_dim", "pack", "d_steps", "batch_size", "steps",
                      "eval_every", "sample_keep"):  # fmt: skip
@@ -119,6 +120,13 @@ class TrialConfig:
         if self.n_eval is not None and self.n_eval < 10:
             raise ConfigError("n_eval", f"must be at least 10 (k-NN metrics), got {self.n_eval}")
 
+    def _validate_direction(self) -> None:
+        from ganlab.objective import check_direction
+
+        problem = check_direction(self.metric, self.mode)
+        if problem:
+            raise ConfigError("mode", problem)
+
     def _validate_against_data(self) -> None:
         from ganlab.data import DATASETS
         from ganlab.models import check
@@ -135,7 +143,7 @@ class TrialConfig:
             raise ConfigError("metric", f"'is' needs class probabilities; {self.dataset!r} is 2-D")
 
 
-MODE_METRICS = ("modes", "hq", "kl_modes")
+MODE_METRICS = ("modes", "hq", "kl_modes", "good_modes")
 
 
 def _check_choice(name: str, value: Any, allowed: typing.Sequence[str]) -> None:

@@ -3,6 +3,8 @@
 The classifier lands in the session's cache (tests/conftest.py), trained once for all tests.
 """
 
+import dataclasses
+
 import torch
 
 from ganlab.data import load
@@ -21,7 +23,7 @@ def test_held_out_accuracy_on_digits():
 
 def test_second_load_reads_the_cache():
     load_classifier(DIGITS)
-    path = classifier_path("digits")
+    path = classifier_path(DIGITS)
     saved = torch.load(path, weights_only=True)
     mtime = path.stat().st_mtime_ns
     # Plant a recognisable change in the cached file: a load must return it, not retrain.
@@ -55,3 +57,10 @@ def test_stacked_digits_are_read_per_channel():
     assert out.probs.shape == (300, 3, 10)
     modes = (out.probs.argmax(2) * torch.tensor([100, 10, 1])).sum(1)
     assert (modes == labels).double().mean() >= 0.95**3
+
+
+def test_the_cache_key_follows_the_training_data():
+    stacked = load("stacked-digits")  # trains on the digits' own images: one classifier
+    assert classifier_path(stacked) == classifier_path(DIGITS)
+    changed = dataclasses.replace(DIGITS, train=DIGITS.train.flip(0))
+    assert classifier_path(changed) != classifier_path(DIGITS)

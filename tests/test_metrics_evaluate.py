@@ -71,7 +71,10 @@ def test_evaluator_agrees_with_the_standalone_functions(ring8):
 
 
 def test_protocol_is_recorded(ring8):
-    assert ring8.protocol == Protocol("raw", "", 2500, 2500, "mixture", k=5)
+    floor = ring8.protocol.fid_floor  # its value: tests/test_metrics_reference.py
+    assert ring8.protocol == Protocol(
+        "raw", "", 2500, 2500, "mixture", k=5, dim=2, fid_floor=floor
+    )
     text = ring8.protocol.to_json()
     assert list(json.loads(text)) == sorted(json.loads(text))
     assert json.loads(text)["n_real"] == 2500
@@ -93,8 +96,8 @@ def test_wrong_shape_is_a_clear_error(ring8):
 
 def test_digits_real_images_score_well_and_collapse_does_not(digits):
     assert digits.protocol.extractor == "classifier"
-    assert digits.protocol.reference == "train"
-    assert digits.protocol.n_real == len(DIGITS.train)
+    assert digits.protocol.reference == "test"
+    assert digits.protocol.n_real == len(DIGITS.test)
     assert len(digits.protocol.weights) == 16
     real = digits(DIGITS.sample(1000, torch.Generator().manual_seed(1)))
     assert set(real) == set(MIXTURE_METRICS) | {"is"}

@@ -69,8 +69,8 @@ def test_class_modes_uniform_and_collapsed():
 
 def test_class_confidence_threshold():
     probs = torch.full((4, 1, 10), 0.0, dtype=torch.float64)
-    probs[:2, 0, 0], probs[:2, 0, 1:] = 0.5, 0.5 / 9  # confident at exactly 0.5
-    probs[2:, 0, 0], probs[2:, 0, 1:] = 0.4, 0.6 / 9
+    probs[:2, 0, 0], probs[:2, 0, 1:] = 0.99, 0.01 / 9  # confident at exactly 0.99
+    probs[2:, 0, 0], probs[2:, 0, 1:] = 0.98, 0.02 / 9
     assert class_mode_statistics(probs, 10)["hq"] == 0.5
 
 
@@ -80,7 +80,7 @@ def test_stacked_modes_read_channels_in_base_10():
     probs[1] = 0.7 * probs[1] + 0.3 / 10
     stats = class_mode_statistics(probs, 1000)
     assert stats["modes"] == 2
-    assert stats["hq"] == 0.5  # 0.73³ ≈ 0.39 < 0.5
+    assert stats["hq"] == 0.5  # 0.73³ ≈ 0.39 < 0.99
     assert stats["kl_modes"] == pytest.approx(math.log(1000 / 2))
 
 

@@ -1,16 +1,27 @@
 """Reference statistics: computed once, read back from disk, safe under concurrent writers."""
 
+import dataclasses
+import json
 import os
 import subprocess
 import sys
+import types
 
 import pytest
 import torch
 
-from ganlab.data import load
+from ganlab.data import fingerprint, load, to_float
+from ganlab.metrics import Evaluator
+from ganlab.metrics.evaluate import build_protocol
 from ganlab.metrics.extractors import RawExtractor
-from ganlab.metrics.frechet import features_to_statistics
-from ganlab.metrics.reference import REFERENCE_SEED, reference_path, reference_statistics
+from ganlab.metrics.frechet import features_to_statistics, statistics_to_frechet
+from ganlab.metrics.reference import (
+    FLOOR_SEED,
+    REFERENCE_SEED,
+    floor_samples,
+    reference_path,
+    reference_statistics,
+)
 
 RING8 = load("ring8")
 
@@ -80,3 +91,80 @@ def test_two_processes_racing_write_one_valid_file(cache, tmp_path_factory):
     ref = reference_statistics(grid25, RawExtractor(), 200_000)
     summary = [str(float(ref.stats.mean.sum())), str(float(ref.stats.cov.sum())), "200000"]
     assert outputs[0].split() == summary
+
+
+# --- held-out reference, real-data floor, data fingerprint, protocol ---------------------------
+
+DIGITS = load("digits")
+
+
+def test_digits_reference_is_the_held_out_split_not_the_classifiers():
+    from ganlab.metrics.extractors import load_extractor
+
+    extractor = load_extractor(DIGITS)
+    ref = reference_statistics(DIGITS, extractor, 1000)
+    expected = features_to_statistics(extractor(to_float(DIGITS.test)).features)
+    assert (ref.split, ref.n, ref.dim) == ("test", len(DIGITS.test), 128)
+    assert ref.stats.mean.numpy() == pytest.approx(expected.mean.numpy(), rel=1e-9, abs=1e-12)
+    assert ref.stats.cov.numpy() == pytest.approx(expected.cov.numpy(), rel=1e-9, abs=1e-12)
+
+
+def test_memorising_the_training_digits_scores_the_floor_not_below_real_data():
+    evaluator = Evaluator(DIGITS)
+    memoriser = floor_samples(DIGITS, 1000)  # 1,000 distinct training digits
+    fid = evaluator(memoriser)["fid"]
+    # The floor may have been cached by a process on another thread count: float32 features
+    # then differ in their last bits, and the FIDs by about 1e-8 relative.
+    assert fid == pytest.approx(evaluator.protocol.fid_floor, rel=1e-6)
+    # Against the training split (the old reference) the memoriser scored 0.3 and held-out
+    # digits 9.7; against held-out data a copy of the training set has no advantage.
+    assert fid > 3.0
+    assert len(set(map(bytes, memoriser.numpy()))) == 1000
+
+
+def test_mixture_floor_is_fresh_samples_against_the_reference():
+    ref = reference_statistics(RING8, RawExtractor(), 2500)
+    fresh = RING8.sample(2500, torch.Generator().manual_seed(FLOOR_SEED))
+    expected = statistics_to_frechet(ref.stats, features_to_statistics(fresh.double()))
+    assert ref.floor == pytest.approx(expected, rel=1e-9)
+    assert 0 < ref.floor < 0.01
+
+
+def test_cache_key_changes_with_the_data():
+    changed_test = DIGITS.test.clone()
+    changed_test[0, 0, 0, 0] += 0.5
+    changed = dataclasses.replace(DIGITS, test=changed_test)
+    extractor = RawExtractor()
+    assert fingerprint(changed) != fingerprint(DIGITS)
+    assert reference_path(changed, extractor, "test", 359) != reference_path(
+        DIGITS, extractor, "test", 359
+    )
+    moved = dataclasses.replace(RING8, centres=RING8.centres * 1.01)
+    assert reference_path(moved, extractor, "mixture", 50) != reference_path(
+        RING8, extractor, "mixture", 50
+    )
+
+
+@pytest.mark.parametrize("n_eval,deficient", [(100, True), (128, True), (1000, False)])
+def test_fid_below_the_feature_dimension_is_recorded_as_rank_deficient(n_eval, deficient):
+    protocol = Evaluator(DIGITS, n_eval=n_eval).protocol
+    assert (protocol.dim, protocol.n_fake, protocol.rank_deficient) == (128, n_eval, deficient)
+    assert protocol.features_from == "digits/train"
+    assert not protocol.standard_weights
+
+
+@pytest.mark.parametrize(
+    "name,weights,standard",
+    [
+        ("inception", "6726825d0af5f729", True),
+        ("inception", "0123456789abcdef", False),
+        ("classifier", "6726825d0af5f729", False),
+    ],
+)
+def test_standard_inception_weights_are_recognised_by_hash(name, weights, standard):
+    extractor = types.SimpleNamespace(name=name, weights=weights)
+    ref = reference_statistics(RING8, RawExtractor(), 50)
+    protocol = build_protocol(DIGITS, extractor, ref, 50)
+    assert protocol.standard_weights is standard
+    assert json.loads(protocol.to_json())["standard_weights"] is standard
+    assert protocol.sampling == "eval"

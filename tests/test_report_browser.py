@@ -35,6 +35,7 @@ FLAGS = (
     "--no-first-run",
 )
 FIGURES = (
+    "fig-effects",
     "fig-convergence",
     "fig-distribution",
     "fig-divergence",

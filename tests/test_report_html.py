@@ -1,15 +1,17 @@
 """The report file: where it is written, that it is self-contained, its sections, bad input."""
 
+import json
 import re
 
 import pytest
 from plotly.offline import get_plotlyjs
 from tables import make_run
 
-from analysis.report import write_comparison, write_report
+from analysis.report import load_run, report_sections, write_comparison, write_report
 
 SECTIONS = (
     "summary",
+    "effects",
     "convergence",
     "distribution",
     "divergence",
@@ -42,7 +44,7 @@ def test_report_is_written_beside_the_tables_with_every_section(run):
         assert f'<section id="{section}">' in page
     assert page.index('id="summary"') < page.index('id="convergence"')  # the summary leads
     assert "Optuna fANOVA" in page
-    assert any(line.startswith("[10/10]") for line in lines)
+    assert any(line.startswith("[11/11]") for line in lines)
     assert lines[-1].startswith(f"wrote {path}")
     assert not [p.name for p in run.iterdir() if p.name.startswith(".report.html")]
 
@@ -65,6 +67,9 @@ def test_report_summary_numbers(run):
     assert "Best configurations" in summary
     assert "extractor=raw" in summary  # the evaluation protocol
     assert "20 (20 configurations, 60 trial × seed rows)" in summary
+    assert "No winner: the seeds cannot separate #1 from #2" in summary  # 3 noisy seeds each
+    effects = page.split('<section id="effects">')[1].split("</section>")[0]
+    assert "95 % interval" in effects and 'id="fig-effects"' in effects
 
 
 def test_report_to_another_path_and_without_samples(tmp_path):
@@ -91,3 +96,13 @@ def test_comparison_warns_about_different_protocols(tmp_path, run):
         assert f'id="{figure}"' in page
     same = write_comparison(run, run, tmp_path / "same.html").read_text()
     assert "different evaluation protocols" not in same
+
+
+def test_fid_floor_is_shown_beside_fid(run):
+    loaded = load_run(run)
+    protocol = json.dumps({**json.loads(loaded.trials["protocol"].iloc[0]), "fid_floor": 9.63})
+    loaded = loaded._replace(trials=loaded.trials.assign(protocol=protocol))
+    sections = {s.id: s for s in report_sections(loaded)}
+    assert "<th>FID floor</th><td>9.63: the FID of training samples" in sections["summary"].body
+    for section in ("convergence", "distribution"):
+        assert "Real-data floor: FID 9.63" in sections[section].how

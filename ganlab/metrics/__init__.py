@@ -1,7 +1,8 @@
 """Evaluation metrics: feature extractors, Fréchet distance, KID, PRDC, mode statistics.
 
 `METRICS` names every metric an evaluation may report, with its direction and the finite worst
-value a diverged seed counts as in the robust objective.
+value a diverged seed counts as in the robust objective: 1e5 for the min-metrics, -1 for the
+max-metrics (all of which are >= 0 on real results, so a diverged seed ranks below a real zero).
 """
 
 from dataclasses import dataclass
@@ -18,17 +19,22 @@ class Metric:
 
 METRICS: dict[str, Metric] = {}
 
+WORST_MIN, WORST_MAX = 1e5, -1.0
+
 for _name, _metric in {
-    "fid": Metric("min", 1e5, "Fréchet distance between real and fake feature Gaussians"),
-    "kid": Metric("min", 1e5, "kernel inception distance (unbiased MMD², cubic kernel)"),
-    "is": Metric("max", 0.0, "Inception Score (classifier probabilities on digit-like data)"),
-    "precision": Metric("max", 0.0, "share of fakes inside the real k-NN manifold (k=5)"),
-    "recall": Metric("max", 0.0, "share of reals inside the fake k-NN manifold (k=5)"),
-    "density": Metric("max", 0.0, "PRDC density (k=5)"),
-    "coverage": Metric("max", 0.0, "share of reals whose k-NN ball holds a fake (k=5)"),
-    "modes": Metric("max", 0.0, "modes captured"),
-    "hq": Metric("max", 0.0, "share of high-quality samples"),
-    "kl_modes": Metric("min", 1e5, "KL(captured-mode histogram || uniform)"),
+    "fid": Metric("min", WORST_MIN, "Fréchet distance between real and fake feature Gaussians"),
+    "kid": Metric("min", WORST_MIN, "kernel inception distance (unbiased MMD², cubic kernel)"),
+    "is": Metric("max", WORST_MAX, "Inception Score (class probabilities on digit-like data)"),
+    "precision": Metric("max", WORST_MAX, "share of fakes inside the real k-NN manifold (k=5)"),
+    "recall": Metric("max", WORST_MAX, "share of reals inside the fake k-NN manifold (k=5)"),
+    "density": Metric("max", WORST_MAX, "PRDC density (k=5)"),
+    "coverage": Metric("max", WORST_MAX, "share of reals whose k-NN ball holds a fake (k=5)"),
+    "modes": Metric("max", WORST_MAX, "modes captured"),
+    "hq": Metric("max", WORST_MAX, "share of high-quality samples"),
+    "kl_modes": Metric("min", WORST_MIN, "KL(captured-mode histogram || uniform)"),
+    "good_modes": Metric(
+        "max", WORST_MAX, "modes covered well: hq · n_modes · exp(-kl_modes) (ganlab.objective)"
+    ),
 }.items():
     register(METRICS, _name)(_metric)
 

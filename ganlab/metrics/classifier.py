@@ -99,9 +99,20 @@ def train_classifier(images: Tensor, labels: Tensor, seed: int = CLASSIFIER_SEED
     return model.eval().requires_grad_(False)
 
 
-def classifier_path(dataset: str, seed: int = CLASSIFIER_SEED) -> Path:
-    """Where the classifier of `dataset` is cached."""
-    return cache_dir() / f"classifier-{dataset}-seed{seed}-{code_version()}.pt"
+def classifier_path(data: Data, seed: int = CLASSIFIER_SEED) -> Path:
+    """Where the classifier of `data.classifier_data` is cached: keyed by the data it learns
+    from too, so changed training data never reads a stale classifier."""
+    name = f"classifier-{data.classifier_data}-{training_fingerprint(data)}-seed{seed}"
+    return cache_dir() / f"{name}-{code_version()}.pt"
+
+
+def training_fingerprint(data: Data) -> str:
+    """12 hex digits of SHA-256 over the training images and labels a classifier learns."""
+    digest = hashlib.sha256()
+    for tensor in (data.train, data.train_labels):
+        digest.update(str(tuple(tensor.shape)).encode())
+        digest.update(tensor.cpu().contiguous().numpy().tobytes())
+    return digest.hexdigest()[:12]
 
 
 def load_classifier(data: Data, seed: int = CLASSIFIER_SEED) -> SmallCNN:
@@ -114,7 +125,7 @@ def load_classifier(data: Data, seed: int = CLASSIFIER_SEED) -> SmallCNN:
         return {"state": model.state_dict(), "in_channels": data.train.shape[1],
                 "n_classes": int(data.train_labels.max()) + 1}  # fmt: skip
 
-    saved = cached(classifier_path(data.classifier_data, seed), train)
+    saved = cached(classifier_path(data, seed), train)
     model = SmallCNN(saved["in_channels"], saved["n_classes"])
     model.load_state_dict(saved["state"])
     return model.eval().requires_grad_(False)

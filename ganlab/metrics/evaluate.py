@@ -18,13 +18,14 @@ from torch import Tensor
 
 from ganlab.data import Data
 from ganlab.metrics import METRICS
-from ganlab.metrics.extractors import load_extractor
+from ganlab.metrics.extractors import Extractor, load_extractor
 from ganlab.metrics.frechet import (
     Statistics,
     covariance_sqrt,
     features_to_statistics,
     statistics_to_frechet,
 )
+from ganlab.metrics.inception import WEIGHTS_SHA256_PREFIX
 from ganlab.metrics.inception_score import probabilities_to_inception_score
 from ganlab.metrics.kid import (
     KID_SEED,
@@ -37,28 +38,61 @@ from ganlab.metrics.kid import (
 )
 from ganlab.metrics.modes import class_mode_statistics, mixture_mode_statistics
 from ganlab.metrics.prdc import PRDC_K, features_to_prdc, knn_radii, prdc_features
-from ganlab.metrics.reference import reference_statistics
+from ganlab.metrics.reference import Reference, reference_statistics
 
 # Bump when a constant of the metrics changes (KID subsets, PRDC cap, IS splits, hq thresholds):
 # results computed under different versions then carry different protocols.
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 
 
 @dataclass(frozen=True)
 class Protocol:
-    """How an evaluation was made; recorded with every result so protocols never mix."""
+    """How an evaluation was made; recorded with every result so protocols never mix.
+
+    What a reader needs to compare a number with a paper's: the features (extractor, their
+    dimension, the weights' hash, whether they are the standard FID Inception file, what data
+    they were trained on), the sample counts and the real split compared against, the FID a
+    copy of the training data scores (`fid_floor`), and whether FID's covariances are rank
+    deficient (fewer samples than feature dimensions: FID is then biased, not comparable).
+    """
 
     extractor: str  # "raw", "classifier" or "inception"
     weights: str  # hash of the extractor's weights; "" for raw
     n_real: int  # real samples behind the reference statistics
     n_fake: int  # generated samples per evaluation
-    reference: str  # which real data: "mixture" (fresh 2-D samples) or "train"
+    reference: str  # which real data: "mixture" (fresh 2-D samples) or "test" (held out)
     k: int = PRDC_K
     version: int = PROTOCOL_VERSION
+    dim: int = 0  # feature dimension
+    standard_weights: bool = False  # Inception only: the sha256 prefix of the standard file
+    features_from: str = ""  # what the extractor was trained on: "digits/train", "imagenet"
+    fid_floor: float = 0.0  # FID of n_fake training samples against the reference
+    rank_deficient: bool = False  # min(n_real, n_fake) <= dim: FID's covariances are singular
+    sampling: str = "eval"  # how G drew the samples (BatchNorm in eval mode)
 
     def to_json(self) -> str:
         """Stable JSON: sorted keys, no spaces."""
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+
+
+def build_protocol(
+    data: Data, extractor: Extractor, reference: Reference, n_fake: int
+) -> Protocol:
+    """The protocol of evaluating `n_fake` samples of `data` against `reference`."""
+    features_from = {"classifier": f"{data.classifier_data}/train", "inception": "imagenet"}
+    return Protocol(
+        extractor.name,
+        extractor.weights,
+        reference.n,
+        n_fake,
+        reference.split,
+        dim=reference.dim,
+        standard_weights=extractor.name == "inception"
+        and extractor.weights.startswith(WEIGHTS_SHA256_PREFIX),
+        features_from=features_from.get(extractor.name, ""),
+        fid_floor=reference.floor,
+        rank_deficient=min(reference.n, n_fake) <= reference.dim,
+    )
 
 
 class Evaluator:
@@ -78,21 +112,25 @@ class Evaluator:
         self.device = device
         self.extractor = load_extractor(data, device)
         reference = reference_statistics(data, self.extractor, self.n_fake)
-        self.protocol = Protocol(
-            self.extractor.name, self.extractor.weights, reference.n, self.n_fake, reference.split
-        )
+        self.protocol = build_protocol(data, self.extractor, reference, self.n_fake)
+        # The real side is computed once, on the CPU, and then moved: the same numbers on every
+        # device, and nothing of it repeated per call.
+        real = reference.features
+        prdc_real = prdc_features(real)
+        kid_m = kid_subset_size(len(real), self.n_fake)
+        kid_real_idx = kid_subsets(len(real), kid_m, KID_SUBSETS, KID_SEED)
         self._real_stats = Statistics(
             reference.stats.mean.to(device), reference.stats.cov.to(device)
         )
-        self._real_cov_sqrt = covariance_sqrt(self._real_stats.cov)
-        real = reference.features.to(device)
-        self._prdc_real = prdc_features(real)
-        self._prdc_real_radii = knn_radii(self._prdc_real, PRDC_K)
-        self._kid_m = kid_subset_size(len(real), self.n_fake)
-        self._kid_real_idx = kid_subsets(len(real), self._kid_m, KID_SUBSETS, KID_SEED)
-        self._kid_fake_idx = kid_subsets(self.n_fake, self._kid_m, KID_SUBSETS, KID_SEED + 1)
-        self._kid_real_within = within_subset_sums(real, self._kid_real_idx)
-        self._kid_real = real
+        self._real_cov_sqrt = covariance_sqrt(reference.stats.cov).to(device)
+        self._prdc_real = prdc_real.to(device)
+        self._prdc_real_radii = knn_radii(prdc_real, PRDC_K).to(device)
+        self._kid_m = kid_m
+        self._kid_real_idx = kid_real_idx.to(device)
+        self._kid_fake_idx = kid_subsets(self.n_fake, kid_m, KID_SUBSETS, KID_SEED + 1).to(device)
+        self._kid_real_within = within_subset_sums(real, kid_real_idx).to(device)
+        self._kid_real = real.to(device)
+        self._centres = data.centres.to(device) if data.centres is not None else None
         self.metrics = self._metric_names()
 
     def _metric_names(self) -> tuple[str, ...]:
@@ -108,34 +146,44 @@ class Evaluator:
         """Every reported metric at its registered worst value."""
         return {name: METRICS[name].worst for name in self.metrics}
 
-    @torch.inference_mode()
     def __call__(self, fake: Tensor) -> dict[str, float]:
-        """Metrics of `fake`, shape (n_fake, *data.shape), as plain floats."""
+        """Metrics of `fake`, shape (n_fake, *data.shape), as plain floats: `measure` on the
+        device, then one read to the host."""
+        values, finite = self.measure(fake)
+        read = torch.stack([finite.double(), *(values[name] for name in self.metrics)]).tolist()
+        if not read[0]:
+            return self.worst()
+        return dict(zip(self.metrics, read[1:], strict=True))
+
+    @torch.inference_mode()
+    def measure(self, fake: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+        """Every metric of `fake` as a 0-d float64 tensor on the evaluator's device, and whether
+        the samples and their features were all finite (where not, the values mean nothing).
+        Reads nothing back to the host."""
         expected = (self.n_fake, *self.data.shape)
         if tuple(fake.shape) != expected:
             raise ValueError(f"expected fake samples of shape {expected}, got {tuple(fake.shape)}")
         fake = fake.to(self.device)
-        if not torch.isfinite(fake).all():
-            return self.worst()
         extracted = self.extractor(fake)
         features = extracted.features
-        if not torch.isfinite(features).all():
-            return self.worst()
+        finite = torch.isfinite(fake).all() & torch.isfinite(features).all()
+        # Non-finite features would make eigh raise: they are zeroed, and `finite` says so.
+        features = torch.where(finite, features, 0.0)
         values = {"fid": self._fid(features), "kid": self._kid(features)}
         values.update(features_to_prdc(self._prdc_real, features, PRDC_K, self._prdc_real_radii))
         if "is" in self.metrics:
             values["is"] = probabilities_to_inception_score(extracted.probs)
-        if self.data.is_2d:
-            values.update(mixture_mode_statistics(fake, self.data.centres, self.data.sigma))
+        if self._centres is not None:
+            values.update(mixture_mode_statistics(fake, self._centres, self.data.sigma))
         elif "modes" in self.metrics:
             values.update(class_mode_statistics(extracted.probs, self.data.n_modes))
-        return {name: float(values[name]) for name in self.metrics}
+        return {name: values[name] for name in self.metrics}, finite
 
-    def _fid(self, features: Tensor) -> float:
+    def _fid(self, features: Tensor) -> Tensor:
         fake = features_to_statistics(features)
         return statistics_to_frechet(self._real_stats, fake, self._real_cov_sqrt)
 
-    def _kid(self, features: Tensor) -> float:
+    def _kid(self, features: Tensor) -> Tensor:
         fake_within = within_subset_sums(features, self._kid_fake_idx)
         real, real_idx = self._kid_real, self._kid_real_idx
         cross = subset_kernel_sums(real, features, real_idx, self._kid_fake_idx)

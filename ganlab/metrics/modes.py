@@ -9,10 +9,10 @@ samples) and `kl_modes` (KL of the mode histogram to the uniform distribution ov
 - Class labels (digits, Stacked-MNIST protocol): the mode of a sample is the classifier's argmax
   (stacked images: one digit per channel, mode = Σ_c digit_c · 10^(s−1−c)); `modes` counts the
   distinct modes among all samples and the histogram is over all samples, as in the PacGAN and
-  VEEGAN tables. `hq` is the share of samples whose mode has probability ≥ 0.5 under the
-  classifier (the product of the channels' top probabilities when stacked): at ≥ 0.5 the top
-  class outweighs all others together, so the label is unambiguous. A trained CNN is
-  overconfident off its data, so read `hq` on class data as a weak signal.
+  VEEGAN tables. `hq` is the share of samples whose mode has probability ≥ 0.99 under the
+  classifier (the product of the channels' top probabilities when stacked). A trained CNN is
+  overconfident off its data: at ≥ 0.5, 76 % of uniform noise images passed on digits, at
+  ≥ 0.99 about 1 % do, against 89 % of held-out real digits.
 
 KL convention: with no high-quality sample the histogram is undefined; `kl_modes` is then
 log(n_modes), the largest KL any histogram can have (all mass on one mode), so it stays finite
@@ -25,31 +25,36 @@ import torch
 from torch import Tensor
 
 HQ_SIGMAS = 3.0
-CONFIDENCE = 0.5
+CONFIDENCE = 0.99
 
 
-def histogram_to_kl_uniform(counts: Tensor) -> float:
+def histogram_to_kl_uniform(counts: Tensor) -> Tensor:
     """KL(counts / Σ counts || Uniform(len(counts))), with 0·log 0 = 0; log(n) if all zero."""
     n_modes = len(counts)
     total = counts.sum()
-    if total == 0:
-        return math.log(n_modes)
-    p = counts.to(torch.float64) / total
-    p = p[p > 0]
-    return float((p * (p * n_modes).log()).sum())
+    p = counts.to(torch.float64) / total.clamp(min=1)
+    terms = torch.where(p > 0, p * (p * n_modes).log(), 0.0)
+    return torch.where(total > 0, terms.sum(), math.log(n_modes))
+
+
+def _histogram(modes: Tensor, n_modes: int, weights: Tensor) -> Tensor:
+    # bincount's length depends on the data (a host read on a card); this one's does not.
+    counts = torch.zeros(n_modes, dtype=torch.long, device=modes.device)
+    return counts.index_add_(0, modes, weights.long())
 
 
 def mixture_mode_statistics(
     x: Tensor, centres: Tensor, sigma: float, n_sigmas: float = HQ_SIGMAS
-) -> dict[str, float]:
-    """modes, hq and kl_modes of 2-D samples `x` (n, 2) against mode `centres` (n_modes, 2)."""
+) -> dict[str, Tensor]:
+    """modes, hq and kl_modes (0-d float64 tensors) of 2-D samples `x` (n, 2) against mode
+    `centres` (n_modes, 2)."""
     distances = torch.cdist(x.to(torch.float64), centres.to(x.device, torch.float64))
     nearest_distance, nearest = distances.min(1)
     high_quality = nearest_distance <= n_sigmas * sigma
-    counts = torch.bincount(nearest[high_quality], minlength=len(centres))
+    counts = _histogram(nearest, len(centres), high_quality)
     return {
-        "modes": float((counts > 0).sum()),
-        "hq": float(high_quality.double().mean()),
+        "modes": (counts > 0).sum().double(),
+        "hq": high_quality.double().mean(),
         "kl_modes": histogram_to_kl_uniform(counts),
     }
 
@@ -64,12 +69,13 @@ def probabilities_to_modes(probs: Tensor) -> tuple[Tensor, Tensor]:
 
 def class_mode_statistics(
     probs: Tensor, n_modes: int, confidence: float = CONFIDENCE
-) -> dict[str, float]:
-    """modes, hq and kl_modes from class probabilities `probs` (n, s, C); n_modes = C**s."""
+) -> dict[str, Tensor]:
+    """modes, hq and kl_modes (0-d float64 tensors) from class probabilities `probs`
+    (n, s, C); n_modes = C**s."""
     modes, top = probabilities_to_modes(probs)
-    counts = torch.bincount(modes, minlength=n_modes)
+    counts = _histogram(modes, n_modes, torch.ones_like(modes))
     return {
-        "modes": float((counts > 0).sum()),
-        "hq": float((top >= confidence).double().mean()),
+        "modes": (counts > 0).sum().double(),
+        "hq": (top >= confidence).double().mean(),
         "kl_modes": histogram_to_kl_uniform(counts),
     }

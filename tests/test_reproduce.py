@@ -1,0 +1,67 @@
+"""benchmarks/reproduce.py: grouping seeds by the recipe's factor, the table, the direction."""
+
+import importlib.util
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from ganlab import spec
+
+ROOT = Path(__file__).resolve().parent.parent
+_SPEC = importlib.util.spec_from_file_location("reproduce", ROOT / "benchmarks" / "reproduce.py")
+reproduce = importlib.util.module_from_spec(_SPEC)
+_SPEC.loader.exec_module(reproduce)
+
+
+def _frame(modes_by_pack, hq=0.9, kl=None):
+    kl = kl or {pack: 0.5 / pack for pack in modes_by_pack}  # packing lowers KL by default
+    rows = []
+    for pack, modes in modes_by_pack.items():
+        for seed, m in enumerate(modes):
+            dead = m is None
+            rows.append({"pack": pack, "seed": seed, "status": "diverged" if dead else "completed",
+                         "final_modes": m, "final_hq": None if dead else hq,
+                         "final_kl_modes": None if dead else kl[pack]})  # fmt: skip
+    return pd.DataFrame(rows)
+
+
+def test_groups_keep_every_seed_and_count_divergence():
+    published = reproduce.PUBLISHED["grid25_packing"]
+    rows = reproduce.group_rows(_frame({1: [17, 18, None], 2: [24, 25, 23]}), "pack",
+                                published.metrics)  # fmt: skip
+    assert rows[0]["seeds"] == 3 and rows[0]["diverged"] == 1
+    assert rows[0]["modes"] == [17, 18]
+    table = reproduce.format_table(rows, published)
+    assert "17.5 ± 0.71, median 17.5 [17 18]" in table
+    assert "90 ± 0 %, median 90 [90 90]" in table
+    assert "17.3 ± 0.8" in table and "23.8 ± 0.7" in table
+
+
+@pytest.mark.parametrize(
+    "modes,hq,kl,holds",
+    [({1: [17, 18], 2: [24, 25], 4: [25, 25]}, 0.9, None, True),
+     ({1: [17, 18], 2: [17, 17], 4: [25, 25]}, 0.9, None, False),  # pack 2 no more modes
+     ({1: [17, 18], 2: [24, 25], 4: [25, 25]}, 0.5, None, False),  # unpacked hq below 80 %
+     ({1: [23, 23, 17], 2: [25, 23, 23], 4: [25, 25, 25]}, 0.9, None, False)],  # median tie
+)  # fmt: skip
+def test_packing_direction(modes, hq, kl, holds):
+    published = reproduce.PUBLISHED["grid25_packing"]
+    rows = reproduce.group_rows(_frame(modes, hq, kl), "pack", published.metrics)
+    assert reproduce.direction_holds(rows, published) is holds
+
+
+def test_grid_points_of_the_shipped_recipe_have_five_seeds_per_pack():
+    recipe = spec.load(ROOT / "sweeps" / "grid25_packing.yaml")
+    points = reproduce.grid_points(recipe)
+    packs = pd.Series([p["pack"] for p in points])
+    assert sorted(packs.unique()) == [1, 2, 3, 4]
+    assert (packs.value_counts() * len(recipe.seeds) >= 5).all()
+
+
+def test_best_per_level_keeps_each_levels_best_configuration():
+    frame = pd.DataFrame(
+        {"config_id": list("aabbc"), "loss": list("xxxxy"), "objective": [3, 3, 5, 5, 1.0]}
+    )
+    best = reproduce.best_per_level(frame, "loss", "max")
+    assert sorted(best["config_id"]) == ["b", "b", "c"]
