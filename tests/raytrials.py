@@ -100,3 +100,22 @@ def ray_error(exception_line: str, failures: int = 1) -> str:
         f"Failure # {n} (occurred at 2027-01-15_08-00-{n:02d})\n{block}"
         for n in range(1, failures + 1)
     )
+
+
+def full_disk(monkeypatch, failures: int) -> list:
+    """The first `failures` parquet writes of the tables fail as on a full disk (ENOSPC);
+    returns the list of the paths every write was tried at."""
+    import errno
+
+    from ganlab import tableparts
+
+    real_write, tried = tableparts.pq.write_table, []
+
+    def write(table, where, **kwargs):
+        tried.append(where)
+        if len(tried) <= failures:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_write(table, where, **kwargs)
+
+    monkeypatch.setattr(tableparts.pq, "write_table", write)
+    return tried

@@ -1,7 +1,6 @@
 """The collector on trial directories in Ray's on-disk format: incremental, per-trial failures,
 statuses after errors and retries, samples as arrays, group-readable tables."""
 
-import errno
 import json
 import math
 import os
@@ -12,9 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from raytrials import ray_error, report, trial_config, write_samples, write_trial
+from raytrials import full_disk, ray_error, report, trial_config, write_samples, write_trial
 
-from ganlab import results, tableparts
+from ganlab import results
 from ganlab.collect import CollectError, Collector, TrialSource, error_line, local
 
 MISSING_DATA = (
@@ -120,16 +119,7 @@ def test_a_full_disk_fails_the_collection_and_the_next_one_writes_everything(
     run_dir = experiment.parent
     collect = collector(run_dir)
     collect.scan(local(experiment))
-    real_write = tableparts.pq.write_table
-    calls = []
-
-    def full_disk(table, where, **kwargs):
-        calls.append(where)
-        if len(calls) <= 5:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(table, where, **kwargs)
-
-    monkeypatch.setattr(tableparts.pq, "write_table", full_disk)
+    full_disk(monkeypatch, 5)
     with pytest.raises(CollectError, match=r"5 trial\(s\) not collected.*No space left"):
         collect()
     assert not list(run_dir.glob("*.parquet/.*.tmp"))  # no temporary file left behind

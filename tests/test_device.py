@@ -151,7 +151,7 @@ def test_evaluation_stays_on_the_device_until_its_one_read(
         trial.evaluator(fake)  # its one read to the host: where a card would synchronise
 
 
-@pytest.mark.filterwarnings("ignore:for .*: copying from a non-meta parameter")  # meta: no data
+@pytest.mark.filterwarnings("ignore:.*copying from a non-meta parameter")  # meta: no data
 def test_a_checkpoint_moves_between_devices(tmp_path):
     cfg = config(dataset="digits", arch="dcgan", norm_g="batch", ema=0.9, seeds=[0, 1])
     whole = Trial(cfg)

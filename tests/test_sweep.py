@@ -1,7 +1,6 @@
 """Sweeps on a real local Ray with Optuna: healthy, diverging and failing trials, live tables
 that survive their own collection failing."""
 
-import errno
 import math
 import os
 import threading
@@ -13,8 +12,9 @@ import pandas as pd
 import pytest
 import torch
 from fake_datasets import write_cifar10, write_mnist
+from raytrials import full_disk
 
-from ganlab import collect, results, spec, sweep, tableparts
+from ganlab import collect, results, spec, sweep
 
 SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").glob("*.yaml"))
 MIXED = """
@@ -154,15 +154,7 @@ def test_a_failed_trial_and_failed_collections_leave_every_trial_its_rows(
     path = tmp_path / "failing.yaml"
     path.write_text(FAILING)
     s = spec.load(path, storage=str(tmp_path / "runs"))
-    real_write, writes = tableparts.pq.write_table, []
-
-    def disk_full_at_first(table, where, **kwargs):
-        writes.append(where)
-        if len(writes) <= 3:
-            raise OSError(errno.ENOSPC, "No space left on device")
-        return real_write(table, where, **kwargs)
-
-    monkeypatch.setattr(tableparts.pq, "write_table", disk_full_at_first)
+    full_disk(monkeypatch, 3)
     monkeypatch.setattr(sweep, "RETRY_FIRST_S", 0.5)
     lines = []
     run_dir = sweep.run(s, echo=lines.append)

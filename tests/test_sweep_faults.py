@@ -210,6 +210,11 @@ def test_a_killed_driver_resumes_from_checkpoints_and_locks_out_a_second_sweep(t
     trials, _ = results.load(run_dir)
     objective = trials.groupby("loss").objective.first()
     study = optuna.load_study(study_name="killed", storage=sweep.journal_storage(run_dir))
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 4
-    told = {t.params["loss"]: t.value for t in study.trials}
+    # One COMPLETE trial per configuration. A suggestion the killed driver had asked for but not
+    # yet recorded in Ray's experiment state is asked again on resume; the orphan is closed as
+    # PRUNED at the end, never left RUNNING (whether it exists depends on when the kill lands).
+    complete = study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))
+    others = {t.state for t in study.trials} - {optuna.trial.TrialState.COMPLETE}
+    assert len(complete) == 4 and others <= {optuna.trial.TrialState.PRUNED}
+    told = {t.params["loss"]: t.value for t in complete}
     assert told == pytest.approx(objective.to_dict())  # resumed results reached the journal
