@@ -132,10 +132,13 @@ def _kill_all(marker: str) -> None:
 
 
 def checkpoint_steps(trial_dir: Path) -> dict[Path, int]:
-    """Each checkpoint directory of a trial and the step its state was saved at."""
+    """Each whole checkpoint directory of a trial and the step its state was saved at. A kill
+    can leave a directory that Ray had begun to fill or to prune, without its state: not one
+    the resume can start from, so not listed."""
     return {
         checkpoint: torch.load(checkpoint / "state.pt", weights_only=True)["step"]
         for checkpoint in sorted(trial_dir.glob("checkpoint_*"))
+        if (checkpoint / "state.pt").is_file()
     }
 
 
