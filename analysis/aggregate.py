@@ -19,10 +19,10 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from ganlab.metrics import METRICS
+from ganlab.metrics import METRICS, MODES
 from ganlab.results import config_columns
+from ganlab.rundir import JOURNAL
 
-JOURNAL = "optuna-journal.log"
 NO_METRICS = ("diverged", "error")  # statuses whose seeds carry no final metric values
 QUANTILES = (0.25, 0.5, 0.75)
 
@@ -54,8 +54,8 @@ def per_trial(trials: pd.DataFrame) -> pd.DataFrame:
 
 def is_better(mode: str) -> bool:
     """True when smaller is better (`mode` "min"), for sorting."""
-    if mode not in ("min", "max"):
-        raise ValueError(f"mode must be 'min' or 'max', got {mode!r}")
+    if mode not in MODES:
+        raise ValueError(f"mode must be {' or '.join(map(repr, MODES))}, got {mode!r}")
     return mode == "min"
 
 

@@ -8,7 +8,6 @@ temporary name and renamed, so a reader never sees half a report.
 import datetime
 import html
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
@@ -41,8 +40,8 @@ from analysis.aggregate import (
     searched_parameters,
 )
 from ganlab.results import load, load_samples
+from ganlab.rundir import METRICS_TABLE, REPORT, TRIALS, atomic_write_text
 
-REPORT = "report.html"
 Progress = Callable[[str], None]
 PLOT_CONFIG = {"displaylogo": False, "responsive": True}
 
@@ -86,7 +85,7 @@ def write_report(
     title = f"ganlab report · {_sweep_name(run)}"
     page = render_page(title, _header(run), sections)
     path = Path(out) if out is not None else Path(run_dir) / REPORT
-    write_text_atomic(path, page)
+    atomic_write_text(path, page)
     say(f"wrote {path} ({path.stat().st_size / 1e6:.1f} MB)")
     return path
 
@@ -367,7 +366,7 @@ def write_comparison(
     )
     page = render_page(f"ganlab comparison · {names[0]} vs {names[1]}", header, sections)
     path = Path(out)
-    write_text_atomic(path, page)
+    atomic_write_text(path, page)
     say(f"wrote {path}")
     return path
 
@@ -523,7 +522,7 @@ def _header(run: Run) -> str:
     now = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
     return (
         f"<p>Run directory <code>{html.escape(str(run.run_dir))}</code> · generated {now} · "
-        f"read from trials.parquet and metrics.parquet with pandas: "
+        f"read from {TRIALS} and {METRICS_TABLE} with pandas: "
         f"<code>ganlab.results.load(run_dir)</code></p>"
     )
 
@@ -549,20 +548,6 @@ def render_page(title: str, header: str, sections: list[Section]) -> str:
         f"<body><header><h1>{html.escape(title)}</h1>{header}</header>"
         f"<nav><ol>{toc}</ol></nav><main>{body}</main></body></html>\n"
     )
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write through a temporary file in the same directory and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide the report from other users
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 CSS = """

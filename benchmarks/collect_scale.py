@@ -25,19 +25,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
 
-SHAPES = {"cifar10": (3, 32, 32), "ring8": (2,), "digits": (1, 8, 8)}
-
 
 def synthesise(experiment: Path, trials: int, seeds: int, dataset: str, evals: int) -> None:
     """The experiment directory, written in a process of its own (its memory is not ours)."""
     import torch
     from raytrials import report, trial_config, write_trial
 
+    from ganlab.data import DATASETS
+    from ganlab.registry import lookup
+
     keep = 64  # TrialConfig.sample_keep
     experiment.mkdir(parents=True)
     template = experiment.parent / "samples-template.pt"
     generator = torch.Generator().manual_seed(0)
-    shape = (keep, *SHAPES[dataset])
+    shape = (keep, *lookup(DATASETS, dataset, "dataset").shape)
     torch.save({s: torch.randn(shape, generator=generator) for s in range(seeds)}, template)
     every = 100
     for i in range(trials):
@@ -57,9 +58,10 @@ def configure(params: dict) -> dict:
 
 def replay(run_dir: Path, args: argparse.Namespace) -> list[tuple[int, float, int]]:
     """(trials collected before, seconds, trials in it) for each collection of the sweep."""
+    from ganlab import rundir
     from ganlab.collect import Collector, TrialSource, local
 
-    experiment = run_dir / "tune"
+    experiment = run_dir / rundir.EXPERIMENT
     collector = Collector(run_dir, "scale", configure)
     ids = [f"{i:05d}" for i in range(args.trials)]
     checkpoints = [f"checkpoint_{args.evals - 2:06d}", f"checkpoint_{args.evals - 1:06d}"]
@@ -68,10 +70,10 @@ def replay(run_dir: Path, args: argparse.Namespace) -> list[tuple[int, float, in
         done = ids[round_ : round_ + args.batch]
         running = ids[round_ + args.batch : round_ + args.batch + args.concurrent]
         for n, trial_id in enumerate(done + running):
-            trial_dir = experiment / f"trial_{trial_id}"
+            trial_dir = experiment / rundir.trial_dir_name(trial_id)
             status = "TERMINATED" if n < len(done) else "RUNNING"
             if status == "RUNNING":  # a new report (the last one again) and a new checkpoint
-                result = trial_dir / "result.json"
+                result = trial_dir / rundir.RESULT_FILE
                 with result.open("a") as f:
                     f.write(result.read_text().splitlines()[-1] + "\n")
             checkpoint = trial_dir / checkpoints[(round_ // args.batch + n) % 2]
@@ -96,11 +98,15 @@ def load_times(run_dir: Path) -> tuple[float, float, int, int]:
 
 
 def main() -> None:
+    from ganlab import rundir  # the standard library only: no torch before the measurements
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=2000)
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--evals", type=int, default=11, help="reports per trial")
-    parser.add_argument("--dataset", choices=sorted(SHAPES), default="cifar10")
+    # Any name in ganlab.data.DATASETS, checked in the child: importing the registry here would
+    # load torch before the measured collections do.
+    parser.add_argument("--dataset", default="cifar10", help="whose sample shape to write")
     parser.add_argument("--batch", type=int, default=10, help="trials done between collections")
     parser.add_argument("--concurrent", type=int, default=8, help="trials running meanwhile")
     args = parser.parse_args()
@@ -110,7 +116,7 @@ def main() -> None:
         start = time.perf_counter()
         child = multiprocessing.get_context("spawn").Process(
             target=synthesise,
-            args=(run_dir / "tune", args.trials, args.seeds, args.dataset, args.evals),
+            args=(run_dir / rundir.EXPERIMENT, args.trials, args.seeds, args.dataset, args.evals),
         )
         child.start()
         child.join()
@@ -122,7 +128,7 @@ def main() -> None:
         timings = replay(run_dir, args)
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         load_tables, load_samples, rows, sample_rows = load_times(run_dir)
-        files = len(list((run_dir / "trials.parquet").glob("*.parquet")))
+        files = len(list((run_dir / rundir.TRIALS).glob("*.parquet")))
         size = sum(p.stat().st_size for p in run_dir.glob("*.parquet/*.parquet")) / 1024**2
 
     print(f"\n{len(timings)} collections, each of {args.batch} finished + up to "

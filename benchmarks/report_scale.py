@@ -73,8 +73,10 @@ def main() -> None:
         missing = _missing_best(run_dir, report.read_text())
         import pandas as pd
 
-        rows = len(pd.read_parquet(run_dir / "trials.parquet"))
-        evaluations = len(pd.read_parquet(run_dir / "metrics.parquet"))
+        from ganlab import rundir
+
+        rows = len(pd.read_parquet(run_dir / rundir.TRIALS))
+        evaluations = len(pd.read_parquet(run_dir / rundir.METRICS_TABLE))
     kind = args.dataset + (", journal" if args.journal else "")
     print(
         f"rows: {rows} trial × seed, {evaluations} metric rows ({kind}); "

@@ -40,7 +40,7 @@ def bare_loop(config: TrialConfig, device: str = "cpu") -> Callable[[int], None]
     (data resident there, noise drawn there; on a card `train` waits for its work to finish)."""
     data = datasets.load(config.dataset, config.data_dir).to(torch.device(device))
     torch.manual_seed(config.seeds[0])
-    g, d = models.build(config, data.shape)
+    g, d = models.build(config.arch_config, data.shape)
     g, d = g.to(device), d.to(device)
     betas = (config.beta1, config.beta2)
     opt_g = torch.optim.Adam(g.parameters(), lr=config.lr_g, betas=betas)

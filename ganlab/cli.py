@@ -14,6 +14,8 @@ from typing import Any
 import yaml
 
 from ganlab.config import ConfigError, TrialConfig
+from ganlab.reports import EvalReport
+from ganlab.rundir import COMPARISON, JOURNAL, METRICS_TABLE, REPORT, TRIALS
 from ganlab.spec import BadInput, read_file
 from ganlab.yamlfile import YamlError, read_yaml
 
@@ -53,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     sweep.add_argument("--resume", action="store_true", help="continue a stopped sweep")
     sweep.add_argument("--data-dir", help="override base.data_dir")
     sweep.add_argument("--storage", help="override the file's storage")
-    sweep.add_argument("--no-report", action="store_true", help="skip report.html at the end")
+    sweep.add_argument("--no-report", action="store_true", help=f"skip {REPORT} at the end")
     sweep.set_defaults(command=_sweep, name="sweep")
 
     show = commands.add_parser("results", help="print a run's results table")
@@ -63,10 +65,10 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--seeds", action="store_true", help="one row per seed, not per config")
     show.set_defaults(command=_results, name="results")
 
-    report = commands.add_parser("report", help="write RUN_DIR/report.html")
+    report = commands.add_parser("report", help=f"write RUN_DIR/{REPORT}")
     report.add_argument("run_dir", type=Path)
     report.add_argument("--compare", type=Path, metavar="RUN_B", help="compare with another run")
-    report.add_argument("--out", type=Path, help="where to write (default RUN_DIR/report.html)")
+    report.add_argument("--out", type=Path, help=f"where to write (default RUN_DIR/{REPORT})")
     report.set_defaults(command=_report, name="report")
     return parser
 
@@ -90,7 +92,7 @@ def _trial(args: argparse.Namespace) -> int:
         config = TrialConfig.from_dict(values)
     except ConfigError as error:
         where = f"{args.config}: " if args.config else ""
-        raise UsageError(f"{where}{error}") from None
+        raise UsageError(f"{where}{error.field}: {error.message}") from None
     print(f"trial: {config.dataset} / {config.arch} / {config.loss} / {config.penalty}, "
           f"seeds {list(config.seeds)}, {config.steps} steps")  # fmt: skip
     try:
@@ -114,12 +116,11 @@ def _parse_flag(name: str, text: str) -> Any:
     return value
 
 
-def _print_progress(result: dict[str, Any]) -> None:
-    seeds = result["seeds"].values()
-    alive = sum(not s["diverged"] for s in seeds)
-    print(f"step {result['step']:>7}  objective {result['objective']:<12.6g} "
-          f"seeds alive {alive}/{len(seeds)}  {result['samples_per_s']:,.0f} samples/s  "
-          f"{result['wall_s']:.1f}s", flush=True)  # fmt: skip
+def _print_progress(report: EvalReport) -> None:
+    alive = sum(not s.diverged for s in report.seeds.values())
+    print(f"step {report.step:>7}  objective {report.objective:<12.6g} "
+          f"seeds alive {alive}/{len(report.seeds)}  {report.samples_per_s:,.0f} samples/s  "
+          f"{report.wall_s:.1f}s", flush=True)  # fmt: skip
 
 
 SUMMARY_METRICS = (
@@ -135,19 +136,19 @@ SUMMARY_METRICS = (
 )
 
 
-def format_seed_summary(history: list[dict[str, Any]], metric: str) -> str:
+def format_seed_summary(history: list[EvalReport], metric: str) -> str:
     """One line per seed: its status and its final metrics."""
     last = history[-1]
-    shown = [m for m in SUMMARY_METRICS if any(m in s for s in last["seeds"].values())]
+    shown = [m for m in SUMMARY_METRICS if any(m in s.metrics for s in last.seeds.values())]
     lines = ["", f"{'seed':>6}  {'status':<10} {'step':>7}  " + "".join(f"{m:>11}" for m in shown)]
-    for seed, values in last["seeds"].items():
-        status = "diverged" if values["diverged"] else (
-            "collapsed" if values.get("collapsed") else "ok")  # fmt: skip
-        step = values.get("diverged_step") if values["diverged"] else last["step"]
-        cells = "".join(f"{values[m]:>11.4g}" if m in values else f"{'-':>11}" for m in shown)
+    for seed, values in last.seeds.items():
+        status = "diverged" if values.diverged else "collapsed" if values.collapsed else "ok"
+        step = values.diverged_step if values.diverged else last.step
+        measured = values.metrics
+        cells = "".join(f"{measured[m]:>11.4g}" if m in measured else f"{'-':>11}" for m in shown)
         lines.append(f"{seed:>6}  {status:<10} {step:>7}  {cells}")
-    lines.append(f"objective ({metric}, median over seeds): {last['objective']:.6g}, "
-                 f"diverged {last['div_rate']:.0%}")  # fmt: skip
+    lines.append(f"objective ({metric}, median over seeds): {last.objective:.6g}, "
+                 f"diverged {last.div_rate:.0%}")  # fmt: skip
     return "\n".join(lines)
 
 
@@ -175,7 +176,7 @@ def _sweep(args: argparse.Namespace) -> int:
 
         print(f"report: {write_report(run_dir, progress=print)}")
         if spec.is_remote_storage:
-            storage.push(run_dir, spec.storage_uri, ["report.html"])
+            storage.push(run_dir, spec.storage_uri, [REPORT])
             print(f"tables and report copied to {spec.storage_uri}")
     return 0
 
@@ -193,8 +194,8 @@ def format_sweep_summary(run_dir: Path, spec: Any, top: int = 5) -> str:
              f"diverged: {(trials.status == 'diverged').mean():.1%}, "
              f"collapsed: {(trials.status == 'collapsed').mean():.1%}, "
              f"error: {(trials.status == 'error').mean():.1%}",
-             f"tables: {run_dir / results.TRIALS}, {run_dir / results.METRICS_TABLE}"]  # fmt: skip
-    journal = run_dir / "optuna-journal.log"
+             f"tables: {run_dir / TRIALS}, {run_dir / METRICS_TABLE}"]  # fmt: skip
+    journal = run_dir / JOURNAL
     if journal.exists():
         lines.append(f"optuna study {spec.name!r}: {journal} (optuna-dashboard {journal})")
     return "\n".join(lines)
@@ -219,9 +220,7 @@ def _results(args: argparse.Namespace) -> int:
 
 
 def _require_run(run_dir: Path) -> None:
-    from ganlab import results
-
-    missing = [n for n in (results.TRIALS, results.METRICS_TABLE) if not (run_dir / n).exists()]
+    missing = [n for n in (TRIALS, METRICS_TABLE) if not (run_dir / n).exists()]
     if missing:
         raise UsageError(f"{run_dir}: no {', '.join(missing)} (run `ganlab sweep` first)")
 
@@ -233,7 +232,7 @@ def _report(args: argparse.Namespace) -> int:
         if run_dir is not None:
             _require_run(run_dir)
     if args.compare:
-        out = args.out or args.run_dir / "compare.html"
+        out = args.out or args.run_dir / COMPARISON
         print(report.write_comparison(args.run_dir, args.compare, out))
     else:
         print(report.write_report(args.run_dir, out=args.out, progress=print))

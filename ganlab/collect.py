@@ -9,7 +9,6 @@ into parquet as arrays and are not kept in memory. A trial whose files cannot be
 written, and `CollectError` names it.
 """
 
-import hashlib
 import io
 import json
 import math
@@ -24,24 +23,21 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.fs as pafs
 
-from ganlab import __version__, tableparts
+from ganlab import __version__, rundir, tableparts
 from ganlab.metrics import METRICS
-from ganlab.results import (
-    METRIC_NAMES,
+from ganlab.reports import SIGNALS, EvalReport, ResultLine, SeedReport
+from ganlab.results import METRIC_NAMES, SCHEMAS, config_hash, write_part
+from ganlab.rundir import (
+    ERROR_FILE,
     METRICS_TABLE,
-    PER_SEED_SIGNALS,
-    REAL_SAMPLES_PART,
+    PARAMS_FILE,
+    RESULT_FILE,
     SAMPLES,
-    SCHEMAS,
+    SAMPLES_FILE,
+    TABLES,
     TRIALS,
-    config_hash,
-    write_part,
 )
 
-RESULT_FILE, ERROR_FILE, PARAMS_FILE = "result.json", "error.txt", "params.json"
-SAMPLES_FILE = "samples.pt"
-TRIAL_DIR_PREFIX = "trial_"  # the sweep names trial directories `trial_<trial id>`
-CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
 FAILURE_HEADER = re.compile(r"^Failure # \d+ \(occurred at [^)]*\)$", re.MULTILINE)
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 REAL_SAMPLES = 512
@@ -65,13 +61,13 @@ class TrialSource:
 class _Trial(NamedTuple):
     trial_id: str
     config: dict[str, Any]
-    reports: list[dict]
+    reports: list[ResultLine]
     error: str  # the first line of the error that ended it; "" when it did not end in one
 
     @property
     def ended(self) -> bool:
         """Whether its files say it runs no more (an error, or its last report)."""
-        return bool(self.error) or self.reports[-1]["last"]
+        return bool(self.error) or self.reports[-1].report.last
 
 
 class CollectError(RuntimeError):
@@ -112,12 +108,12 @@ class Collector:
         fs, root = experiment
         for info in fs.get_file_info(pafs.FileSelector(root, allow_not_found=True)):
             if info.type == pafs.FileType.Directory:
-                trial_id = info.base_name.removeprefix(TRIAL_DIR_PREFIX)
+                trial_id = rundir.trial_id_of(info.base_name)
                 self.update(TrialSource(trial_id, ((fs, info.path),)))
 
     def __call__(self) -> Changes:
         """Collect the pending trials; returns the files written and removed."""
-        for table in (TRIALS, METRICS_TABLE, SAMPLES):
+        for table in TABLES:
             (self.run_dir / table).mkdir(parents=True, exist_ok=True)
         written, failures, first = [], [], None
         for trial_id, source in list(self.pending.items()):
@@ -192,7 +188,7 @@ class Collector:
         error = (error or "failed; Ray recorded no error message") if failed else ""
         if reports:
             last = reports[-1]
-            return _Trial(last["trial_id"], last["trial_config"], reports, error)
+            return _Trial(last.trial_id, last.context.trial_config, reports, error)
         if not failed:
             return None
         params = json.loads(_read(fs, f"{files}/{PARAMS_FILE}") or "{}")
@@ -208,14 +204,14 @@ class Collector:
         if self.samples_from.get(trial.trial_id) == path:
             return None
         samples = _load_tensors(_read_bytes(fs, f"{path}/{SAMPLES_FILE}"))
-        base = {**context, "step": trial.reports[-1]["step"], "source": "fake",
+        base = {**context, "step": trial.reports[-1].report.step, "source": "fake",
                 "dataset": trial.config["dataset"]}  # fmt: skip
         return sample_table({int(seed): x for seed, x in samples.items()}, base)
 
     def _real(self, dataset: str, data_dir: str) -> list[Path]:
         key = (dataset, data_dir)
-        name = f"{REAL_SAMPLES_PART}{dataset}-{hashlib.sha1(data_dir.encode()).hexdigest()[:8]}"
-        if key in self.real or (self.run_dir / SAMPLES / f"{name}.parquet").exists():
+        name = rundir.real_samples_key(dataset, data_dir)
+        if key in self.real or (self.run_dir / SAMPLES / rundir.part_file(name)).exists():
             self.real.add(key)
             return []
         import torch
@@ -258,16 +254,19 @@ def _read(fs: pafs.FileSystem, path: str) -> str | None:
     return None if data is None else data.decode()
 
 
-def _reports(text: str | None) -> list[dict]:
-    """The trial's reports in step order; a step reported again after a restore counts once."""
+def _reports(text: str | None) -> list[ResultLine]:
+    """The trial's reports in step order; a step reported again after a restore counts once.
+    Raises ReportError on a report that lacks a field of ours."""
     by_step = {}
-    for line in (text or "").splitlines():
+    for number, line in enumerate((text or "").splitlines(), start=1):
         try:
-            report = json.loads(line)
+            result = json.loads(line)
         except json.JSONDecodeError:  # a line being written right now
             continue
-        if "seeds" in report:
-            by_step[report["step"]] = report
+        if "seeds" not in result:  # not a report of the trial's
+            continue
+        parsed = ResultLine.from_dict(result, where=f"{RESULT_FILE} line {number}")
+        by_step[parsed.report.step] = parsed
     return [by_step[step] for step in sorted(by_step)]
 
 
@@ -287,18 +286,19 @@ def first_line(text: str) -> str:
     return next((line for line in text.splitlines() if line.strip()), "")
 
 
-def _failed(ray_status: str | None, error: str | None, reports: list[dict]) -> bool:
+def _failed(ray_status: str | None, error: str | None, reports: list[ResultLine]) -> bool:
     """Whether the trial ended in an error. Ray's status says so; without it (a scan of files
     alone), an error after which the trial did not reach its last report."""
     if ray_status is not None:
         return ray_status == "ERROR"
-    return error is not None and (not reports or not reports[-1]["last"])
+    return error is not None and (not reports or not reports[-1].report.last)
 
 
 def _newest_checkpoint(files: Location) -> Location | None:
     fs, root = files
     infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
-    found = [(int(m[1]), i.path) for i in infos if (m := CHECKPOINT_DIR.match(i.base_name))]
+    numbered = ((rundir.checkpoint_number(i.base_name), i.path) for i in infos)
+    found = [(number, path) for number, path in numbered if number is not None]
     return (fs, max(found)[1]) if found else None
 
 
@@ -313,30 +313,30 @@ def _load_tensors(data: bytes | None) -> dict:
 # --- rows -------------------------------------------------------------------------------------
 
 
-def _trial_rows(reports: list[dict], config: dict, error: str, context: dict) -> list[dict]:
-    last = reports[-1]
+def _trial_rows(lines: list[ResultLine], config: dict, error: str, context: dict) -> list[dict]:
+    last = lines[-1].report
     rows = []
-    for seed, final in last["seeds"].items():
-        per_step = [r["seeds"][seed] for r in reports]
+    for seed, final in last.seeds.items():
+        per_step = [line.report.seeds[seed] for line in lines]
         status = _status(final, last, bool(error), config["steps"])
-        row = {**context, "seed": int(seed), **_config_fields(config)}
+        row = {**context, "seed": seed, **_config_fields(config)}
         row.update(
             status=status,
             error=error if status == "error" else "",
-            diverged_step=final["diverged_step"] if final["diverged"] else None,
-            objective=last["objective"],
-            div_rate=last["div_rate"],
-            steps_done=final["diverged_step"] if final["diverged"] else last["step"],
-            wall_s=last["wall_s"],
-            started_at=reports[0]["started_at"],
-            ended_at=last["reported_at"],
-            device_used=last["device"],
-            node=last["node_id"],
-            node_ip=last.get("node_ip", ""),
-            protocol=last["protocol"],
+            diverged_step=final.diverged_step,
+            objective=last.objective,
+            div_rate=last.div_rate,
+            steps_done=final.diverged_step if final.diverged else last.step,
+            wall_s=last.wall_s,
+            started_at=lines[0].context.started_at,
+            ended_at=lines[-1].context.reported_at,
+            device_used=last.device,
+            node=lines[-1].context.node_id,
+            node_ip=lines[-1].node_ip,
+            protocol=last.protocol,
         )
         for name, metric in METRICS.items():
-            values = [m[name] for m in per_step if name in m]
+            values = [s.metrics[name] for s in per_step if name in s.metrics]
             row[f"final_{name}"] = values[-1] if values else math.nan
             best = min if metric.mode == "min" else max
             row[f"best_{name}"] = best(values) if values else math.nan
@@ -359,28 +359,31 @@ def _config_fields(config: dict) -> dict:
     return {k: v for k, v in config.items() if k != "seeds"}
 
 
-def _status(final: dict, last: dict, failed: bool, steps: int) -> str:
-    if final["diverged"]:
+def _status(final: SeedReport, last: EvalReport, failed: bool, steps: int) -> str:
+    """diverged, then error, then pruned, then collapsed: a seed stopped early (by ASHA or a time
+    budget) is `pruned` whatever its last evaluation showed, so `collapsed` judges only seeds
+    that trained to the end, and an early stop is never counted as a collapse."""
+    if final.diverged:
         return "diverged"
     if failed:
         return "error"
-    if final.get("collapsed"):  # only where the data set defines modes
-        return "collapsed"
-    return "completed" if last["step"] >= steps else "pruned"
+    if last.step < steps:
+        return "pruned"
+    return "collapsed" if final.collapsed else "completed"  # None: the data has no modes
 
 
-def _metric_rows(reports: list[dict], context: dict) -> list[dict]:
+def _metric_rows(lines: list[ResultLine], context: dict) -> list[dict]:
     base = {k: context[k] for k in ("sweep", "trial_id", "config_id")}
     rows = []
-    for report in reports:
-        for seed, values in report["seeds"].items():
-            if values["diverged"] and values["diverged_step"] < report["step"]:
+    for report in (line.report for line in lines):
+        for seed, values in report.seeds.items():
+            if values.diverged and values.diverged_step < report.step:
                 continue  # a seed's rows end at the step it diverged
-            row = {**base, "seed": int(seed), "step": report["step"],
-                   "diverged": values["diverged"], "objective": report["objective"],
-                   "div_rate": report["div_rate"], "wall_s": report["wall_s"],
-                   "samples_per_s": report["samples_per_s"]}  # fmt: skip
-            row.update({k: values.get(k, math.nan) for k in METRIC_NAMES + PER_SEED_SIGNALS})
+            row = {**base, "seed": seed, "step": report.step, "diverged": values.diverged,
+                   "objective": report.objective, "div_rate": report.div_rate,
+                   "wall_s": report.wall_s, "samples_per_s": report.samples_per_s}  # fmt: skip
+            row.update({k: values.metrics.get(k, math.nan) for k in METRIC_NAMES})  # unmeasured
+            row.update({k: values.signals.get(k, math.nan) for k in SIGNALS})  # none at step 0
             rows.append(row)
     return rows
 

@@ -8,18 +8,24 @@ import dataclasses
 import types
 import typing
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-OBJECTIVE_MODES = ("min", "max")
+from ganlab.metrics import METRICS, MODES
+
+if TYPE_CHECKING:
+    from ganlab.models import ArchConfig
+
 DEVICES = ("cpu", "cuda", "auto")
 
 
 class ConfigError(ValueError):
-    """A configuration value that is not allowed; `field` names the offending key."""
+    """A configuration value that is not allowed: `field` names the offending key, `message`
+    says what is wrong with it and what is allowed."""
 
     def __init__(self, field: str, message: str):
         super().__init__(f"{field}: {message}")
         self.field = field
+        self.message = message
 
 
 @dataclass(frozen=True)
@@ -82,10 +88,19 @@ class TrialConfig:
     def replace(self, **changes: Any) -> "TrialConfig":
         return TrialConfig.from_dict({**self.to_dict(), **changes})
 
+    @property
+    def arch_config(self) -> "ArchConfig":
+        """The architecture fields, as `ganlab.models.build` takes them."""
+        from ganlab.models import ArchConfig
+
+        fields = dataclasses.fields(ArchConfig)
+        return ArchConfig(**{f.name: getattr(self, f.name) for f in fields})
+
     def validate(self) -> None:
+        # The registries are imported here, not with this module: they import torch (seconds),
+        # which readers of the results tables, and `ganlab results`, never need.
         from ganlab.data import DATASETS
         from ganlab.losses import LOSSES
-        from ganlab.metrics import METRICS
         from ganlab.models import ARCHITECTURES, NORMS
         from ganlab.penalties import PENALTIES
 
@@ -95,7 +110,7 @@ class TrialConfig:
             ("metric", METRICS),
         ]:  # fmt: skip
             _check_choice(name, getattr(self, name), sorted(registry))
-        _check_choice("mode", self.mode, OBJECTIVE_MODES)
+        _check_choice("mode", self.mode, MODES)
         self._validate_against_data()
         self._validate_direction()
         _check_choice("device", self.device, DEVICES)
@@ -136,14 +151,11 @@ class TrialConfig:
             check(self.arch, source.shape)
         except ValueError as error:
             raise ConfigError("arch", f"{error} (dataset {self.dataset!r})") from None
-        if self.metric in MODE_METRICS and not source.modes:
+        if METRICS[self.metric].needs_modes and not source.modes:
             raise ConfigError("metric", f"{self.metric!r} needs a dataset with modes; "
                               f"{self.dataset!r} has none")  # fmt: skip
         if self.metric == "is" and source.extractor == "raw":
             raise ConfigError("metric", f"'is' needs class probabilities; {self.dataset!r} is 2-D")
-
-
-MODE_METRICS = ("modes", "hq", "kl_modes", "good_modes")
 
 
 def _check_choice(name: str, value: Any, allowed: typing.Sequence[str]) -> None:

@@ -10,6 +10,8 @@ import math
 import os
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
+from typing import Any
 
 import numpy as np
 import torch
@@ -104,26 +106,55 @@ def _mixture_sample(centres: Tensor, sigma: float, n: int, generator: torch.Gene
     return centres[idx] + sigma * noise
 
 
+Reader = Callable[[str, bool], dict[str, Any]]  # (data_dir, download) -> Data's tensor fields
+
+
 @dataclass(frozen=True)
 class Source:
-    """A registered dataset: what a sample looks like (known before loading) and its loader."""
+    """A registered dataset: the facts of it, known before loading, and how to read its samples.
+    Each dataset's facts are written here only; `load` hands them to the `Data` it returns."""
 
-    shape: tuple[int, ...]
+    name: str
+    shape: tuple[int, ...]  # one sample: (2,) or (C, H, W)
     modes: int  # number of modes the protocol counts; 0 where modes are not defined
-    extractor: str
-    load: Callable[[str, bool], Data]
+    extractor: str  # feature extractor of the protocol: "raw", "classifier" or "inception"
+    n_eval: int  # samples per evaluation in the protocol
+    read: Reader
+    stacked: int = 1  # channels drawn from independent images (stacked-digits: 3)
+    classifier_data: str = ""  # dataset whose classifier reads modes; "" without a classifier
+
+    def load(self, data_dir: str = "data", download: bool = False) -> Data:
+        """The dataset in memory."""
+        return Data(
+            self.name, self.shape, self.extractor, self.n_eval, n_modes=self.modes,
+            stacked=self.stacked, classifier_data=self.classifier_data,
+            **self.read(data_dir, download),
+        )  # fmt: skip
 
 
 DATASETS: dict[str, Source] = {}
 """name -> Source. The names are the sweep files' vocabulary."""
 
 
-def dataset(name: str, shape: tuple[int, ...], modes: int, extractor: str):
-    """Register `fn(data_dir, download) -> Data` under `name`."""
+def dataset(
+    name: str,
+    shape: tuple[int, ...],
+    modes: int,
+    extractor: str,
+    n_eval: int,
+    stacked: int = 1,
+    classifier_data: str | None = None,
+) -> Callable[[Reader], Reader]:
+    """Register `read(data_dir, download) -> Data's tensor fields` under `name`, with the
+    dataset's facts. A dataset read by the classifier has its own one, unless `classifier_data`
+    names another."""
+    if classifier_data is None:
+        classifier_data = name if extractor == "classifier" else ""
+    facts = (name, shape, modes, extractor, n_eval)
 
-    def add(fn: Callable[[str, bool], Data]) -> Callable[[str, bool], Data]:
-        register(DATASETS, name)(Source(shape, modes, extractor, fn))
-        return fn
+    def add(read: Reader) -> Reader:
+        register(DATASETS, name)(Source(*facts, read, stacked, classifier_data))
+        return read
 
     return add
 
@@ -136,18 +167,17 @@ def load(name: str, data_dir: str = "data", download: bool = False) -> Data:
 # --- 2-D mixtures -----------------------------------------------------------------------------
 
 
-@dataset("ring8", (2,), 8, "raw")
-def ring8(data_dir: str = "", download: bool = False) -> Data:
+@dataset("ring8", shape=(2,), modes=8, extractor="raw", n_eval=2500)
+def _ring8(data_dir: str = "", download: bool = False) -> dict[str, Any]:
     angles = torch.arange(8, dtype=torch.float64) * (2 * math.pi / 8)
     centres = (2.0 * torch.stack([angles.cos(), angles.sin()], 1)).float()
-    return Data("ring8", (2,), "raw", 2500, centres=centres, sigma=0.02, n_modes=8)
+    return {"centres": centres, "sigma": 0.02}
 
 
-@dataset("grid25", (2,), 25, "raw")
-def grid25(data_dir: str = "", download: bool = False) -> Data:
+@dataset("grid25", shape=(2,), modes=25, extractor="raw", n_eval=2500)
+def _grid25(data_dir: str = "", download: bool = False) -> dict[str, Any]:
     ticks = torch.tensor([-4.0, -2.0, 0.0, 2.0, 4.0])
-    centres = torch.cartesian_prod(ticks, ticks)
-    return Data("grid25", (2,), "raw", 2500, centres=centres, sigma=0.05, n_modes=25)
+    return {"centres": torch.cartesian_prod(ticks, ticks), "sigma": 0.05}
 
 
 # --- scikit-learn's 8x8 digits (shipped with scikit-learn: real data, offline) ----------------
@@ -156,7 +186,7 @@ DIGITS_TEST_SHARE = 0.2
 DIGITS_SPLIT_SEED = 0
 
 
-def _digits_split() -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _digits_split(data_dir: str = "", download: bool = False) -> dict[str, Tensor]:
     from sklearn.datasets import load_digits
 
     bunch = load_digits()
@@ -165,33 +195,14 @@ def _digits_split() -> tuple[Tensor, Tensor, Tensor, Tensor]:
     perm = torch.randperm(len(x), generator=torch.Generator().manual_seed(DIGITS_SPLIT_SEED))
     n_test = int(len(x) * DIGITS_TEST_SHARE)
     test, train = perm[:n_test], perm[n_test:]
-    return x[train], y[train], x[test], y[test]
+    return {"train": x[train], "train_labels": y[train], "test": x[test], "test_labels": y[test]}
 
 
-@dataset("digits", (1, 8, 8), 10, "classifier")
-def digits(data_dir: str = "", download: bool = False) -> Data:
-    x, y, xt, yt = _digits_split()
-    return Data(
-        "digits", (1, 8, 8), "classifier", 1000, x, y, xt, yt, n_modes=10, classifier_data="digits"
-    )
-
-
-@dataset("stacked-digits", (3, 8, 8), 1000, "classifier")
-def stacked_digits(data_dir: str = "", download: bool = False) -> Data:
-    x, y, xt, yt = _digits_split()
-    return Data(
-        "stacked-digits",
-        (3, 8, 8),
-        "classifier",
-        26000,
-        x,
-        y,
-        xt,
-        yt,
-        n_modes=1000,
-        stacked=3,
-        classifier_data="digits",
-    )
+dataset("digits", shape=(1, 8, 8), modes=10, extractor="classifier", n_eval=1000)(_digits_split)
+dataset(
+    "stacked-digits", shape=(3, 8, 8), modes=1000, extractor="classifier", n_eval=26000,
+    stacked=3, classifier_data="digits",
+)(_digits_split)  # fmt: skip
 
 
 # --- torchvision datasets read from a data directory -------------------------------------------
@@ -236,32 +247,25 @@ def _as_uint8_chw(array) -> Tensor:
     return t.unsqueeze(1) if t.ndim == 3 else t.permute(0, 3, 1, 2).contiguous()
 
 
-def _torchvision_loader(cls_name: str, name: str, shape: tuple[int, ...], extractor: str):
-    def loader(data_dir: str = "data", download: bool = False) -> Data:
-        train, test = _torchvision(cls_name, name, data_dir, download)
-        return Data(
-            name,
-            shape,
-            extractor,
-            10000,
-            _as_uint8_chw(train.data),
-            torch.as_tensor(np.asarray(train.targets)),
-            _as_uint8_chw(test.data),
-            torch.as_tensor(np.asarray(test.targets)),
-            n_modes=10 if extractor == "classifier" else 0,
-            classifier_data=name if extractor == "classifier" else "",
-        )
-
-    return loader
+def _read_torchvision(
+    cls_name: str, name: str, data_dir: str = "data", download: bool = False
+) -> dict[str, Tensor]:
+    train, test = _torchvision(cls_name, name, data_dir, download)
+    return {
+        "train": _as_uint8_chw(train.data),
+        "train_labels": torch.as_tensor(np.asarray(train.targets)),
+        "test": _as_uint8_chw(test.data),
+        "test_labels": torch.as_tensor(np.asarray(test.targets)),
+    }
 
 
-for _cls, _name, _shape, _extractor in [
-    ("MNIST", "mnist", (1, 28, 28), "classifier"),
-    ("FashionMNIST", "fashion-mnist", (1, 28, 28), "classifier"),
-    ("CIFAR10", "cifar10", (3, 32, 32), "inception"),
+for _name, _cls, _shape, _modes, _extractor in [
+    ("mnist", "MNIST", (1, 28, 28), 10, "classifier"),
+    ("fashion-mnist", "FashionMNIST", (1, 28, 28), 10, "classifier"),
+    ("cifar10", "CIFAR10", (3, 32, 32), 0, "inception"),
 ]:
-    dataset(_name, _shape, 10 if _extractor == "classifier" else 0, _extractor)(
-        _torchvision_loader(_cls, _name, _shape, _extractor)
+    dataset(_name, _shape, _modes, _extractor, n_eval=10000)(
+        partial(_read_torchvision, _cls, _name)
     )
 
 

@@ -1,25 +1,41 @@
 """Architectures: generator/discriminator pairs and the normalisations they use.
 
-`build(cfg, shape)` returns (G, D) for data whose samples have `shape`: G maps noise (N, z_dim)
-to samples (N, *shape), tanh-bounded for images (C, H, W) and linear for flat data; D maps
-samples (N, *shape) to raw logits (N // pack,). `check(arch, shape)` says, without building
-anything, whether an architecture can model that shape.
+`build(cfg, shape)` returns (G, D) of an `ArchConfig` for data whose samples have `shape`: G
+maps noise (N, z_dim) to samples (N, *shape), tanh-bounded for images (C, H, W) and linear for
+flat data; D maps samples (N, *shape) to raw logits (N // pack,). `check(arch, shape)` says,
+without building anything, whether an architecture can model that shape.
 """
 
 import math
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from functools import partial
 from itertools import pairwise
 
 from torch import Tensor, nn
 from torch.nn.utils.parametrizations import spectral_norm
 
-from ganlab.config import TrialConfig
 from ganlab.registry import lookup, register
+
+
+@dataclass(frozen=True)
+class ArchConfig:
+    """What an architecture is built from; a trial hands over its own (`TrialConfig.arch_config`),
+    which also holds the defaults and the checks of these fields."""
+
+    arch: str  # a name in ARCHITECTURES
+    width: int  # hidden units (mlp) or base channels (dcgan, resnet)
+    depth: int  # hidden layers of the mlp; convolutional architectures follow the resolution
+    z_dim: int
+    norm_g: str  # a name in NORMS
+    norm_d: str
+    spectral_norm: bool  # on D
+    pack: int  # PacGAN: D judges `pack` samples at once
+
 
 Shape = tuple[int, ...]
 Norm = Callable[[int, bool], nn.Module]
-Builder = Callable[[TrialConfig, Shape], tuple[nn.Module, nn.Module]]
+Builder = Callable[[ArchConfig, Shape], tuple[nn.Module, nn.Module]]
 
 IMAGE_SIDES = (8, 16, 28, 32, 64)
 """Square image sides the convolutional architectures support (digits 8, MNIST 28, CIFAR 32)."""
@@ -36,7 +52,7 @@ concatenated along dim 1); `build` adds the packing itself and spectral norm."""
 _SHAPE_PROBLEMS: dict[str, Callable[[Shape], str | None]] = {}  # arch -> what is wrong, or None
 
 
-def build(cfg: TrialConfig, shape: Sequence[int]) -> tuple[nn.Module, nn.Module]:
+def build(cfg: ArchConfig, shape: Sequence[int]) -> tuple[nn.Module, nn.Module]:
     """(G, D) of architecture `cfg.arch` for samples of `shape`, with D's spectral norm and
     PacGAN packing as configured. Weights come from torch's global generator: seed it first."""
     shape = tuple(shape)
@@ -166,7 +182,7 @@ def _mlp_hidden(
 
 
 @_architecture("mlp", _any_shape)
-def mlp(cfg: TrialConfig, shape: Shape) -> tuple[nn.Module, nn.Module]:
+def mlp(cfg: ArchConfig, shape: Shape) -> tuple[nn.Module, nn.Module]:
     """Fully connected G (ReLU) and D (LeakyReLU 0.2), `depth` hidden layers of `width`."""
     features = math.prod(shape)
     g = nn.Sequential(
@@ -201,7 +217,7 @@ def _down(c_in: int, c_out: int, norm: Norm) -> list[nn.Module]:
 
 
 @_architecture("dcgan", _square_image)
-def dcgan(cfg: TrialConfig, shape: Shape) -> tuple[nn.Module, nn.Module]:
+def dcgan(cfg: ArchConfig, shape: Shape) -> tuple[nn.Module, nn.Module]:
     """DCGAN (Radford et al. 2016): one stride-2 stage per doubling of a 4-7 px base, so depth
     follows resolution; D has `width` channels at full resolution, doubling per stage."""
     channels, side, _ = shape
@@ -282,7 +298,7 @@ def _d_block(c: int, norm: Norm, down: bool) -> _Residual:
 
 
 @_architecture("resnet", _square_image)
-def resnet(cfg: TrialConfig, shape: Shape) -> tuple[nn.Module, nn.Module]:
+def resnet(cfg: ArchConfig, shape: Shape) -> tuple[nn.Module, nn.Module]:
     """SNGAN's ResNet (Miyato et al. 2018, CIFAR-10 model) with `width` channels throughout.
 
     G upsamples a 4-7 px base once per doubling (three blocks at 32 px); D downsamples twice,

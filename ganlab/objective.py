@@ -14,9 +14,11 @@ high-quality share of them. A seed is collapsed when `good_modes` <= max(1, ⌊n
 """
 
 import math
+from collections.abc import Iterable
 from typing import Any
 
 from ganlab.metrics import METRICS
+from ganlab.reports import SeedReport
 
 
 def collapse_threshold(n_modes: int) -> float:
@@ -51,13 +53,13 @@ def check_direction(metric: str, mode: str) -> str | None:
     return f"{mode!r} disagrees with {metric!r}, where {better} is better: use mode {expected!r}"
 
 
-def robust_objective(per_seed: dict[str, dict[str, Any]], metric: str, mode: str) -> float:
-    """Median over seeds of `metric`, a diverged seed counted as the metric's finite worst; of
-    two middle values (even seed count) the worse one."""
+def robust_objective(seeds: Iterable[SeedReport], metric: str, mode: str) -> float:
+    """Median over seeds of `metric`, a diverged seed (or a non-finite value) counted as the
+    metric's finite worst; of two middle values (even seed count) the worse one."""
     worst = METRICS[metric].worst
     values = []
-    for result in per_seed.values():
-        value = result.get(metric, worst)
+    for seed in seeds:
+        value = worst if seed.diverged else seed.metrics[metric]
         values.append(value if math.isfinite(value) else worst)
     values.sort(reverse=mode == "max")  # best first
     return float(values[len(values) // 2])

@@ -24,18 +24,17 @@ from pathlib import Path
 import pandas as pd
 import pyarrow as pa
 
-from ganlab import tableparts
+from ganlab import rundir, tableparts
 from ganlab.config import TrialConfig
 from ganlab.metrics import METRICS
+from ganlab.reports import SIGNALS as PER_SEED_SIGNALS
 
-TRIALS = "trials.parquet"
-METRICS_TABLE = "metrics.parquet"
-SAMPLES = "samples.parquet"
+# The tables' names in a run directory (`ganlab.rundir`), here for users of `results`.
+TRIALS, METRICS_TABLE, SAMPLES = rundir.TRIALS, rundir.METRICS_TABLE, rundir.SAMPLES
 
 STATUSES = ("completed", "diverged", "collapsed", "pruned", "error")
 CONFIG_COLUMNS = tuple(f.name for f in dataclasses.fields(TrialConfig) if f.name != "seeds")
 METRIC_NAMES = tuple(METRICS)
-PER_SEED_SIGNALS = ("loss_d", "loss_g", "d_real", "d_fake", "grad_norm_d", "grad_norm_g")
 SIGNALS = PER_SEED_SIGNALS + ("wall_s", "samples_per_s")  # the last two are per trial
 
 TRIAL_COLUMNS = (
@@ -66,7 +65,6 @@ METRIC_COLUMNS = (
 SAMPLE_COLUMNS = (
     "sweep", "trial_id", "config_id", "seed", "step", "source", "dataset", "shape", "values",
 )  # fmt: skip
-REAL_SAMPLES_PART = "real-"  # parts of the samples table holding a data set's real samples
 
 _ARROW_TYPES = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
 _NAMED_TYPES = {
@@ -110,7 +108,7 @@ def config_columns(trials: pd.DataFrame) -> list[str]:
 
 def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write one parquet file atomically (a temporary file, then a rename)."""
-    tableparts.write_atomic(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))
+    rundir.atomic_write(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))
 
 
 def write_part(table_dir: Path, name: str, rows: list[dict] | pa.Table) -> Path:
@@ -148,7 +146,7 @@ def load_samples(run_dir: str | os.PathLike, trial_ids: set[str] | None = None) 
     if not path.exists():
         return pd.DataFrame(columns=list(SAMPLE_COLUMNS))
     if trial_ids is not None and path.is_dir():
-        trial_ids = set(trial_ids) | {p.stem for p in path.glob(f"{REAL_SAMPLES_PART}*")}
+        trial_ids = set(trial_ids) | {p.stem for p in path.glob(f"{rundir.REAL_SAMPLES_PART}*")}
     elif trial_ids is not None:
         trial_ids = set(trial_ids) | {""}
     return read_table(path, trial_ids)

@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-LOCK_FILE = ".sweep.lock"
+from ganlab.rundir import LOCK_FILE
 
 
 class Locked(RuntimeError):

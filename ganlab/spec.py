@@ -14,13 +14,13 @@ from typing import Any
 
 import yaml
 
-from ganlab.config import OBJECTIVE_MODES, ConfigError, TrialConfig
-from ganlab.metrics import METRICS
+from ganlab.config import ConfigError, TrialConfig
+from ganlab.metrics import METRICS, MODES
 from ganlab.objective import check_direction
+from ganlab.rundir import RUNS
+from ganlab.search import SAMPLERS, SCHEDULERS
 from ganlab.yamlfile import YamlError, read_yaml
 
-SEARCH_ALGS = ("optuna", "random", "grid")
-SCHEDULERS = ("asha", "none")
 PARAM_KINDS = ("choice", "uniform", "loguniform", "int")
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 TOP_LEVEL = (
@@ -85,7 +85,7 @@ class SweepSpec:
     resources: Resources = field(default_factory=Resources)
     metric: str = "fid"
     mode: str = "min"
-    storage: str = "runs"  # a local path, a shared file system or a cloud URI (s3://...)
+    storage: str = RUNS  # a local path, a shared file system or a cloud URI (s3://...)
     max_failures: int = 2  # retries of a trial whose worker died
 
     def trial_config(self, params: dict[str, Any]) -> TrialConfig:
@@ -181,7 +181,7 @@ def _build(path: Path, raw: dict[str, Any]) -> SweepSpec:
     metric, mode = _objective(path, raw.get("objective", {}))
     base = _base(path, raw.get("base", {}), metric, mode)
     search = _search(path, raw.get("search", {}), base, metric, mode)
-    search_alg = _choice(path, "search_alg", raw.get("search_alg", "optuna"), SEARCH_ALGS)
+    search_alg = _choice(path, "search_alg", raw.get("search_alg", "optuna"), tuple(SAMPLERS))
     num_samples = _integer(path, "num_samples", raw.get("num_samples", 10), 1)
     if search_alg == "grid":
         _check_grid(path, search)
@@ -201,7 +201,7 @@ def _build(path: Path, raw: dict[str, Any]) -> SweepSpec:
         resources=_resources(path, raw.get("resources", {})),
         metric=metric,
         mode=mode,
-        storage=_storage(path, raw.get("storage", "runs")),
+        storage=_storage(path, raw.get("storage", RUNS)),
         max_failures=_integer(path, "max_failures", raw.get("max_failures", 2), 0),
     )
     spec.trial_config({})  # base + seeds + objective form a valid trial on their own
@@ -216,7 +216,7 @@ def _objective(path: Path, raw: Any) -> tuple[str, str]:
             raise SpecError(path, f"objective.{key}", "unknown field; allowed: metric, mode")
     metric = _choice(path, "objective.metric", raw.get("metric", "fid"), tuple(METRICS))
     default_mode = METRICS[metric].mode
-    mode = _choice(path, "objective.mode", raw.get("mode", default_mode), OBJECTIVE_MODES)
+    mode = _choice(path, "objective.mode", raw.get("mode", default_mode), MODES)
     problem = check_direction(metric, mode)
     if problem:
         raise SpecError(path, "objective.mode", problem)
@@ -233,7 +233,7 @@ def _base(path: Path, raw: Any, metric: str, mode: str) -> dict[str, Any]:
     try:
         TrialConfig.from_dict({**raw, "metric": metric, "mode": mode})
     except ConfigError as error:
-        raise SpecError(path, f"base.{error.field}", str(error).split(": ", 1)[1]) from None
+        raise SpecError(path, f"base.{error.field}", error.message) from None
     return dict(raw)
 
 
@@ -317,8 +317,7 @@ def _check_values(
         try:
             TrialConfig.from_dict({**context, param.name: value, "metric": metric, "mode": mode})
         except ConfigError as error:
-            detail = str(error).split(": ", 1)[1]
-            raise SpecError(path, where, f"value {value!r}: {detail}") from None
+            raise SpecError(path, where, f"value {value!r}: {error.message}") from None
 
 
 def _check_grid(path: Path, search: tuple[Param, ...]) -> None:
@@ -334,14 +333,15 @@ def _scheduler(path: Path, raw: Any, base: dict[str, Any]) -> Scheduler:
     if isinstance(raw, str):
         raw = {"name": raw}
     if not isinstance(raw, dict):
-        raise SpecError(path, "scheduler", "must be `asha`, `none` or a mapping with `name`")
+        names = ", ".join(f"`{name}`" for name in SCHEDULERS)
+        raise SpecError(path, "scheduler", f"must be {names} or a mapping with `name`")
     allowed = ("name", "grace_period", "reduction_factor")
     for key in raw:
         if key not in allowed:
             raise SpecError(
                 path, f"scheduler.{key}", f"unknown field; allowed: {', '.join(allowed)}"
             )
-    name = _choice(path, "scheduler.name", raw.get("name", "asha"), SCHEDULERS)
+    name = _choice(path, "scheduler.name", raw.get("name", "asha"), tuple(SCHEDULERS))
     config = TrialConfig.from_dict({**base, "seeds": [0]})
     default_grace = min(config.eval_every, config.steps)
     grace = _integer(path, "scheduler.grace_period", raw.get("grace_period", default_grace), 1)

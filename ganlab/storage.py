@@ -12,9 +12,7 @@ from pathlib import Path
 
 import pyarrow.fs as pafs
 
-
-def is_uri(storage: str) -> bool:
-    return "://" in storage
+from ganlab.rundir import atomic_write_bytes
 
 
 def open_uri(uri: str) -> tuple[pafs.FileSystem, str]:
@@ -64,8 +62,5 @@ def pull(run_uri: str, local: Path, relative: Iterable[str]) -> None:
         target = local / name
         if target.exists() or fs.get_file_info(f"{root}/{name}").type != pafs.FileType.File:
             continue
-        target.parent.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_name(f".{target.name}.part")
         with fs.open_input_stream(f"{root}/{name}") as src:
-            tmp.write_bytes(src.read())
-        tmp.replace(target)
+            atomic_write_bytes(target, src.read())

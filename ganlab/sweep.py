@@ -12,7 +12,6 @@ goes on.
 import functools
 import json
 import os
-import re
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -25,12 +24,11 @@ import ray
 import torch
 from ray import tune
 from ray.tune.logger import JsonLoggerCallback
-from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.schedulers import TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from ganlab import runlock, storage
+from ganlab import rundir, runlock, storage
 from ganlab.collect import (
-    TRIAL_DIR_PREFIX,
     Changes,
     CollectError,
     Collector,
@@ -39,16 +37,13 @@ from ganlab.collect import (
     first_line,
     local,
 )
+from ganlab.reports import EvalReport, RunContext
+from ganlab.rundir import EXPERIMENT, JOURNAL, RECORD, SAMPLES_FILE, STATE_FILE
+from ganlab.search import SAMPLERS, SCHEDULERS
 from ganlab.space import SearchSpace
 from ganlab.spec import BadInput, SweepSpec
-from ganlab.trial import Trial
+from ganlab.trial import Trial, read_state
 
-EXPERIMENT = "tune"  # Ray's experiment directory inside the run directory
-JOURNAL = "optuna-journal.log"
-RECORD = "sweep.json"  # what the sweep was started with, checked by --resume
-STATE_FILE = "state.pt"
-SAMPLES_FILE = "samples.pt"
-CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")
 CHECKPOINTS_KEPT = 2
 COLLECT_EVERY_S = 20.0
 RETRY_FIRST_S, RETRY_MAX_S = 5.0, 120.0  # back-off of a collection that failed
@@ -65,7 +60,7 @@ def run_dir_of(spec: SweepSpec) -> Path:
     """Where the tables, the journal and the report go: `<storage>/<name>` for local storage,
     `./runs/<name>` (and a copy on the storage) for a URI."""
     if spec.is_remote_storage:
-        return Path("runs").resolve() / spec.name
+        return Path(rundir.RUNS).resolve() / spec.name
     return Path(spec.storage).expanduser().resolve() / spec.name
 
 
@@ -163,9 +158,7 @@ def _read_record(spec: SweepSpec, run_dir: Path) -> dict | None:
 
 
 def _write_record(spec: SweepSpec, run_dir: Path) -> None:
-    tmp = run_dir / f".{RECORD}.tmp"
-    tmp.write_text(json.dumps(spec.record(), indent=1) + "\n")
-    tmp.replace(run_dir / RECORD)
+    rundir.atomic_write_text(run_dir / RECORD, json.dumps(spec.record(), indent=1) + "\n")
 
 
 def check_resources(spec: SweepSpec, address: str | None) -> None:
@@ -258,27 +251,18 @@ def train(params: dict[str, Any], spec: SweepSpec) -> None:
     checkpoint = tune.get_checkpoint()
     resumed_from = restore(trial, checkpoint) if checkpoint is not None else None
 
-    def report(result: dict[str, Any]) -> None:
+    def report(result: EvalReport) -> None:
         with tempfile.TemporaryDirectory() as directory:
-            torch.save(trial.state_dict(), Path(directory) / STATE_FILE)
+            trial.save(Path(directory) / STATE_FILE)
             torch.save(trial.samples, Path(directory) / SAMPLES_FILE)
-            extra = {"trial_config": config.to_dict(), "node_id": node_id,
-                     "started_at": started_at, "reported_at": time.time(),
-                     "resumed_from_step": resumed_from}  # fmt: skip
-            tune.report({**result, **extra}, checkpoint=tune.Checkpoint.from_directory(directory))
+            context = RunContext(trial_config=config.to_dict(), node_id=node_id,
+                                 started_at=started_at, reported_at=time.time(),
+                                 resumed_from_step=resumed_from)  # fmt: skip
+            metrics = {**result.to_dict(), **context.to_dict()}
+            tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
     trial.report = report
     trial.run()
-
-
-def load_trial_state(directory: Path) -> dict[str, Any]:
-    """A trial's state as `Trial.state_dict()` gave it, from a checkpoint directory.
-
-    `weights_only`: tensors, dicts, lists, numbers and strings, nothing that runs code when read.
-    Read onto the CPU, whichever device wrote it; `Trial.load_state_dict` moves it onto the
-    trial's device.
-    """
-    return torch.load(directory / STATE_FILE, map_location="cpu", weights_only=True)
 
 
 def restore(trial: Trial, checkpoint: tune.Checkpoint) -> int:
@@ -288,7 +272,7 @@ def restore(trial: Trial, checkpoint: tune.Checkpoint) -> int:
     for candidate in _this_and_older(checkpoint):
         try:
             with candidate.as_directory() as directory:
-                state = load_trial_state(Path(directory))
+                state = read_state(Path(directory) / STATE_FILE)
         except Exception as error:  # unreadable, whatever the reason: try the one before it
             problems.append(f"{candidate.path}: {type(error).__name__}: {first_line(str(error))}")
             continue
@@ -302,16 +286,15 @@ def restore(trial: Trial, checkpoint: tune.Checkpoint) -> int:
 def _this_and_older(checkpoint: tune.Checkpoint) -> Iterator[tune.Checkpoint]:
     fs, path = checkpoint.filesystem, checkpoint.path.rstrip("/")
     parent, name = path.rsplit("/", 1) if "/" in path else ("", path)
-    match = CHECKPOINT_DIR.match(name)
-    if match is None:
+    index = rundir.checkpoint_number(name)
+    if index is None:
         yield checkpoint
         return
-    index = int(match[1])
     older = []
     for info in fs.get_file_info(pafs.FileSelector(parent)):
-        found = CHECKPOINT_DIR.match(info.base_name)
-        if found and int(found[1]) <= index:
-            older.append((int(found[1]), info.path))
+        found = rundir.checkpoint_number(info.base_name)
+        if found is not None and found <= index:
+            older.append((found, info.path))
     for _, candidate in sorted(older, reverse=True):
         yield tune.Checkpoint(candidate, filesystem=fs)
 
@@ -328,33 +311,18 @@ def _searcher(spec: SweepSpec, run_dir: Path) -> OptunaSearch | None:
     """Every search goes through Optuna, so every sweep has a journal study to inspect."""
     if not spec.search:
         return None
-    samplers = {
-        "optuna": lambda: optuna.samplers.TPESampler(seed=spec.search_seed),
-        "random": lambda: optuna.samplers.RandomSampler(seed=spec.search_seed),
-        "grid": lambda: optuna.samplers.GridSampler(
-            {p.name: list(p.values) for p in spec.search}, seed=spec.search_seed
-        ),
-    }
     return OptunaSearch(
         space=SearchSpace(spec.search),
         metric="objective",
         mode=spec.mode,
-        sampler=samplers[spec.search_alg](),
+        sampler=SAMPLERS[spec.search_alg](spec),
         study_name=spec.name,
         storage=journal_storage(run_dir),
     )
 
 
-def _scheduler(spec: SweepSpec):
-    if spec.scheduler.name == "none":
-        return FIFOScheduler()
-    config = spec.trial_config({})
-    return ASHAScheduler(
-        time_attr="step",
-        max_t=config.steps,
-        grace_period=spec.scheduler.grace_period,
-        reduction_factor=spec.scheduler.reduction_factor,
-    )
+def _scheduler(spec: SweepSpec) -> TrialScheduler:
+    return SCHEDULERS[spec.scheduler.name](spec)
 
 
 # --- running --------------------------------------------------------------------------------
@@ -378,13 +346,13 @@ class Progress(tune.Callback):
         self.start = time.monotonic()
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
-        seeds = result.get("seeds", {})
-        diverged = sum(bool(s.get("diverged")) for s in seeds.values())
+        report = EvalReport.from_dict(result)  # what `train` reported; Ray's own keys ignored
+        diverged = sum(s.diverged for s in report.seeds.values())
         done = sum(t.status in ("TERMINATED", "ERROR") for t in trials)
         self.echo(
             f"[{time.monotonic() - self.start:6.0f}s {done}/{self.spec.num_samples} done] "
-            f"{trial.trial_id} step {result['step']:>6}: objective {result['objective']:.6g}, "
-            f"diverged {diverged}/{len(seeds)}"
+            f"{trial.trial_id} step {report.step:>6}: objective {report.objective:.6g}, "
+            f"diverged {diverged}/{len(report.seeds)}"
         )
         self.changed[trial.trial_id] = trial
         if time.monotonic() >= self.next_collect:
@@ -543,8 +511,9 @@ def _use_loopback() -> None:
 
 
 def trial_dir_name(trial) -> str:
-    """`trial_<id>`: the collector reads a trial's id from its directory's name."""
-    return f"{TRIAL_DIR_PREFIX}{trial.trial_id}"
+    """`trial_<id>`: the collector reads a trial's id from its directory's name. (Tune pickles
+    this function by name: a sweep started earlier resumes with it.)"""
+    return rundir.trial_dir_name(trial.trial_id)
 
 
 def _tuner(spec: SweepSpec, run_dir: Path, resume: bool, progress: Progress) -> tune.Tuner:

@@ -5,57 +5,43 @@ change. Parts that will not change again are merged now and then into
 `<table>/segment-<n>.parquet`, so that a table of thousands of trials stays a few dozen files.
 A reader takes each key's rows from one file only: its part where there is one, else the newest
 segment holding it; if a part is merged away while it reads, it reads again. Every file is
-written through a temporary file and a rename, created like any other file (mode 0o666 less the
-umask, so readable by the group), never half visible. pandas and pyarrow read such a directory
-as one table too, though while parts are being merged they may see a key's rows twice.
+written with `rundir.atomic_write` (a temporary file and a rename; created like any other file,
+so readable by the group), never half visible. pandas and pyarrow read such a directory as one
+table too, though while parts are being merged they may see a key's rows twice. The file names
+are `ganlab.rundir`'s.
 """
 
-import os
-import uuid
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from ganlab.rundir import PART_SUFFIX, SEGMENT, atomic_write, part_file, segment_key
+
 KEY = "trial_id"
-SEGMENT = "segment-"
 READ_ATTEMPTS = 5
-
-
-def write_atomic(path: Path, write: Callable[[Path], object]) -> None:
-    """`write(tmp)`, then rename the temporary file over `path`."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}.{uuid.uuid4().hex}.tmp"
-    os.close(os.open(tmp, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666))
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
 
 
 def write(path: Path, table: pa.Table, schema: pa.Schema) -> Path:
     # Dictionary encoding only for strings: on many distinct floats it is slow and large.
     strings = [f.name for f in schema if f.type == pa.string()]
-    write_atomic(path, lambda tmp: pq.write_table(table.cast(schema), tmp, use_dictionary=strings))
+    atomic_write(path, lambda tmp: pq.write_table(table.cast(schema), tmp, use_dictionary=strings))
     return path
 
 
 def write_part(directory: Path, name: str, table: pa.Table, schema: pa.Schema) -> Path:
-    return write(directory / f"{name}.parquet", table, schema)
+    return write(directory / part_file(name), table, schema)
 
 
 def merge(directory: Path, names: Iterable[str], schema: pa.Schema) -> tuple[Path, list[Path]]:
     """Merge parts into a new segment, then delete them; returns the segment and the parts."""
-    parts = [directory / f"{name}.parquet" for name in names]
+    parts = [directory / part_file(name) for name in names]
     table = pa.concat_tables(pq.read_table(part, schema=schema) for part in parts)
-    numbers = [int(p.stem.removeprefix(SEGMENT)) for p in directory.glob(f"{SEGMENT}*.parquet")]
-    segment = write(
-        directory / f"{SEGMENT}{max(numbers, default=0) + 1:06d}.parquet", table, schema
-    )
+    found = directory.glob(part_file(f"{SEGMENT}*"))
+    numbers = [int(p.stem.removeprefix(SEGMENT)) for p in found]
+    segment = write(directory / part_file(segment_key(max(numbers, default=0) + 1)), table, schema)
     for part in parts:
         part.unlink()
     return segment, parts
@@ -73,7 +59,7 @@ def read(directory: Path, schema: pa.Schema, keys: set[str] | None = None) -> pa
 
 
 def _read(directory: Path, schema: pa.Schema, keys: set[str] | None) -> pa.Table:
-    files = [p for p in directory.glob("*.parquet") if not p.name.startswith((".", "_"))]
+    files = [p for p in directory.glob(f"*{PART_SUFFIX}") if not p.name.startswith((".", "_"))]
     segments = sorted((p for p in files if p.name.startswith(SEGMENT)), reverse=True)
     parts = sorted(p for p in files if not p.name.startswith(SEGMENT))
     parts = [p for p in parts if keys is None or p.stem in keys]

@@ -44,11 +44,14 @@ from ganlab.losses import LOSSES
 from ganlab.metrics import Evaluator
 from ganlab.objective import mode_outcome, robust_objective
 from ganlab.penalties import PENALTIES
+from ganlab.reports import SIGNALS, EvalReport, SeedReport
 
-Report = Callable[[dict[str, Any]], None]
+Report = Callable[[EvalReport], None]
 
-SIGNALS = ("loss_d", "d_real", "d_fake", "grad_norm_d", "loss_g", "grad_norm_g")
-"""Training signals, in the order D's step and then G's step check them."""
+G_SIGNALS = tuple(name for name in SIGNALS if name.endswith("_g"))
+STEP_SIGNALS = tuple(name for name in SIGNALS if name not in G_SIGNALS) + G_SIGNALS
+"""The layout of a seed's signal sums: D's signals, then G's, in the order their steps check them
+(loss, logits on real, logits on fake, gradient norm; loss, gradient norm)."""
 EVAL_SEED_OFFSET = 1_000_003  # evaluation draws from its own generator, apart from training's
 EVAL_CHUNK = 1000  # fakes generated at once in an evaluation
 PLACEMENT = ("device", "data_dir", "download")  # config fields a checkpoint may differ in
@@ -114,7 +117,7 @@ class Trial:
         self.step = 0
         self.wall_s = 0.0
         self.train_s = 0.0
-        self.history: list[dict[str, Any]] = []
+        self.history: list[EvalReport] = []
         self.samples: dict[int, Tensor] = {}
 
     # --- construction ---------------------------------------------------------------------
@@ -124,7 +127,7 @@ class Trial:
         # Weights are initialised on the CPU from the seed, then moved: a seed starts from the
         # same weights on every device. Training draws only from the seed's generators.
         torch.manual_seed(seed)
-        g, d = models.build(cfg, self.data.shape)
+        g, d = models.build(cfg.arch_config, self.data.shape)
         g, d = g.to(device), d.to(device)
         betas = (cfg.beta1, cfg.beta2)
         return Seed(
@@ -139,13 +142,13 @@ class Trial:
             rng=seeded_generator(seed, device),
             eval_rng=seeded_generator(seed + EVAL_SEED_OFFSET, device),
             dead=torch.zeros((), device=device),
-            signals=torch.zeros(len(SIGNALS), dtype=torch.float64, device=device),
+            signals=torch.zeros(len(STEP_SIGNALS), dtype=torch.float64, device=device),
             dead_steps=torch.zeros((), dtype=torch.float64, device=device),
         )
 
     # --- training ---------------------------------------------------------------------------
 
-    def run(self, until: int | None = None) -> list[dict[str, Any]]:
+    def run(self, until: int | None = None) -> list[EvalReport]:
         """Train to `until` (default: the configured steps), evaluating on the way."""
         until = self.config.steps if until is None else min(until, self.config.steps)
         if self.step == 0 and not self.history:
@@ -214,42 +217,40 @@ class Trial:
 
     # --- evaluation -------------------------------------------------------------------------
 
-    def evaluate(self) -> dict[str, Any]:
+    def evaluate(self) -> EvalReport:
         """Measure every live seed now, report, and return the report."""
         start = time.perf_counter()
-        per_seed = {str(s.seed): self._evaluate_seed(s) for s in self.seeds}
+        per_seed = {s.seed: self._evaluate_seed(s) for s in self.seeds}
         self.wall_s += time.perf_counter() - start
-        result = {
-            "step": self.step,
-            "objective": robust_objective(per_seed, self.config.metric, self.config.mode),
-            "div_rate": sum(not s.alive for s in self.seeds) / len(self.seeds),
-            "collapse_rate": sum(m.get("collapsed", False) for m in per_seed.values())
-            / len(self.seeds),
-            "wall_s": self.wall_s,
-            "samples_per_s": self._samples_per_s(),
-            "device": str(self.device),
-            "protocol": self.evaluator.protocol.to_json(),
-            "last": self.step >= self.config.steps or not any(s.alive for s in self.seeds),
-            "seeds": per_seed,
-        }
-        self.history.append(result)
-        self.report(result)
-        return result
+        report = EvalReport(
+            step=self.step,
+            objective=robust_objective(per_seed.values(), self.config.metric, self.config.mode),
+            div_rate=sum(not s.alive for s in self.seeds) / len(self.seeds),
+            collapse_rate=sum(bool(r.collapsed) for r in per_seed.values()) / len(self.seeds),
+            wall_s=self.wall_s,
+            samples_per_s=self._samples_per_s(),
+            device=str(self.device),
+            protocol=self.evaluator.protocol.to_json(),
+            last=self.step >= self.config.steps or not any(s.alive for s in self.seeds),
+            seeds=per_seed,
+        )
+        self.history.append(report)
+        self.report(report)
+        return report
 
-    def _evaluate_seed(self, s: Seed) -> dict[str, Any]:
+    def _evaluate_seed(self, s: Seed) -> SeedReport:
         signals = self._read_seed(s) if s.alive else {}
         if not s.alive:
-            return {"diverged": True, "diverged_step": s.diverged_step}
+            return SeedReport(diverged_step=s.diverged_step)
         fake = self._generate(s)
         if not bool(torch.isfinite(fake).all()):
             s.diverged_step = self.step
-            return {"diverged": True, "diverged_step": s.diverged_step}
+            return SeedReport(diverged_step=s.diverged_step)
         self.samples[s.seed] = fake[: self.config.sample_keep].cpu()
         metrics = self.evaluator(fake)
-        metrics.update(mode_outcome(metrics, self.data.n_modes))  # good_modes, collapsed
-        metrics.update(signals)
-        metrics["diverged"] = False
-        return metrics
+        outcome = mode_outcome(metrics, self.data.n_modes)  # {} where the data has no modes
+        collapsed = outcome.pop("collapsed", None)
+        return SeedReport(metrics={**metrics, **outcome}, signals=signals, collapsed=collapsed)
 
     def _read_seed(self, s: Seed) -> dict[str, float]:
         """The host's look at a live seed: its fate and its mean training signals since the last
@@ -266,7 +267,7 @@ class Trial:
             s.diverged_step = self.step
         if not steps:
             return {}
-        return {name: total / steps for name, total in zip(SIGNALS, sums, strict=True)}
+        return {name: total / steps for name, total in zip(STEP_SIGNALS, sums, strict=True)}
 
     @torch.no_grad()
     def _generate(self, s: Seed) -> Tensor:
@@ -295,7 +296,7 @@ class Trial:
             "step": self.step,
             "wall_s": self.wall_s,
             "train_s": self.train_s,
-            "history": copy.deepcopy(self.history),
+            "history": [report.to_dict() for report in self.history],  # plain: weights_only
             "samples": dict(self.samples),
             "seeds": [_seed_state(s) for s in self.seeds],
         }
@@ -305,7 +306,7 @@ class Trial:
         if _identity(state["config"]) != _identity(self.config.to_dict()):
             raise ValueError("checkpoint was written by a different configuration")
         self.step, self.wall_s, self.train_s = state["step"], state["wall_s"], state["train_s"]
-        self.history = copy.deepcopy(state["history"])
+        self.history = [EvalReport.from_dict(report) for report in state["history"]]
         self.samples = dict(state["samples"])
         for s, saved in zip(self.seeds, state["seeds"], strict=True):
             _load_seed_state(s, saved)
@@ -315,9 +316,16 @@ class Trial:
         torch.save(self.state_dict(), path)
 
     def load(self, path: str | os.PathLike) -> None:
-        """Restore a checkpoint written by `save`, on a card or not: read onto the CPU (so a
-        card's checkpoint opens where there is none), then copied onto this trial's device."""
-        self.load_state_dict(torch.load(path, map_location="cpu", weights_only=True))
+        """Restore a checkpoint written by `save`, on a card or not (`read_state`), copied onto
+        this trial's device."""
+        self.load_state_dict(read_state(path))
+
+
+def read_state(path: str | os.PathLike) -> dict[str, Any]:
+    """A checkpoint written by `Trial.save`, as `state_dict()` gave it, read onto the CPU (so a
+    card's checkpoint opens where there is none). `weights_only`: tensors, dicts, lists, numbers
+    and strings, nothing that runs code when read."""
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:

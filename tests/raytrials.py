@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ganlab import rundir
 from ganlab.config import TrialConfig
 
 PROTOCOL = json.dumps({"extractor": "raw", "n_real": 50, "n_fake": 50, "k": 5})
@@ -62,22 +63,22 @@ def write_trial(
 ) -> Path:
     """One trial directory `experiment/trial_<id>`; `samples` (tensors, or a samples.pt file to
     hard-link) go into each kept checkpoint."""
-    trial_dir = experiment / f"trial_{trial_id}"
+    trial_dir = experiment / rundir.trial_dir_name(trial_id)
     trial_dir.mkdir(parents=True, exist_ok=True)
     searched = {k: v for k, v in config.items() if k in ("loss", "lr_d")}
-    (trial_dir / "params.json").write_text(json.dumps(searched, indent=2))
-    (trial_dir / "result.json").write_text("".join(json.dumps(r) + "\n" for r in reports))
+    (trial_dir / rundir.PARAMS_FILE).write_text(json.dumps(searched, indent=2))
+    (trial_dir / rundir.RESULT_FILE).write_text("".join(json.dumps(r) + "\n" for r in reports))
     for index in range(max(0, len(reports) - keep), len(reports)):
         if samples is not None:
             write_samples(trial_dir / f"checkpoint_{index:06d}", samples)
     if error is not None:
-        (trial_dir / "error.txt").write_text(error)
+        (trial_dir / rundir.ERROR_FILE).write_text(error)
     return trial_dir
 
 
 def write_samples(checkpoint: Path, samples: dict[int, torch.Tensor] | Path) -> None:
     checkpoint.mkdir(parents=True, exist_ok=True)
-    target = checkpoint / "samples.pt"
+    target = checkpoint / rundir.SAMPLES_FILE
     target.unlink(missing_ok=True)
     if isinstance(samples, Path):
         os.link(samples, target)

@@ -32,11 +32,11 @@ from ganlab.results import (
     TRIALS,
     write_table,
 )
+from ganlab.rundir import JOURNAL
 
 # Registry names, kept literal so that the fixture does not import torch (ganlab.losses does).
 LOSSES = ("minimax", "non-saturating", "least-squares", "wasserstein", "hinge")
 PENALTIES = ("none", "gp", "r1")
-JOURNAL = "optuna-journal.log"
 
 _DATASETS = {  # name: (fid scale, modes, sample shape, extractor)
     "ring8": (0.05, 8, (2,), "raw"),

@@ -17,6 +17,7 @@ from analysis.aggregate import (
     table_importance,
 )
 from analysis.stability import get_divergence_info
+from ganlab.rundir import TRIALS
 
 
 def _seeds(trial_id, values, statuses=None, objective=np.nan, **config):
@@ -163,7 +164,7 @@ def test_table_importance_on_a_factorial_grid():
 
 def test_importance_from_the_optuna_journal(tmp_path):
     run = make_run(tmp_path / "run", n_configs=30, seeds=3, evals=3, with_journal=True)
-    trials = pd.read_parquet(run / "trials.parquet")
+    trials = pd.read_parquet(run / TRIALS)
     importance = param_importance(trials, run)
     assert importance.source.startswith("Optuna fANOVA on the journal study")
     assert sum(importance.values) == pytest.approx(1.0)

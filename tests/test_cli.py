@@ -4,7 +4,7 @@ import pandas as pd
 import pytest
 from tables import make_run
 
-from ganlab import results
+from ganlab import results, rundir
 from ganlab.cli import main
 
 
@@ -97,6 +97,6 @@ def test_results_where_selects_with_comparisons_lists_and_booleans(tmp_path, cap
 def test_report_writes_html_beside_the_tables(tmp_path, capsys):
     run = make_run(tmp_path / "run", n_configs=4, seeds=2, evals=3)
     assert main(["report", str(run)]) == 0
-    html = (run / "report.html").read_text()
+    html = (run / rundir.REPORT).read_text()
     assert html.count("plotly-graph-div") >= 8 and "<script src=" not in html  # offline
-    assert pd.read_parquet(run / "trials.parquet").shape[0] == 8  # the tables are untouched
+    assert pd.read_parquet(run / rundir.TRIALS).shape[0] == 8  # the tables are untouched

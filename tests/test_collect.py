@@ -13,7 +13,7 @@ import pytest
 import torch
 from raytrials import full_disk, ray_error, report, trial_config, write_samples, write_trial
 
-from ganlab import results
+from ganlab import results, rundir
 from ganlab.collect import CollectError, Collector, TrialSource, error_line, local
 
 MISSING_DATA = (
@@ -37,13 +37,14 @@ def collector(run_dir: Path) -> Collector:
 
 
 def source(experiment: Path, trial_id: str, status: str | None) -> TrialSource:
-    return TrialSource(trial_id, (local(experiment / f"trial_{trial_id}"),), ray_status=status)
+    trial_dir = experiment / rundir.trial_dir_name(trial_id)
+    return TrialSource(trial_id, (local(trial_dir),), ray_status=status)
 
 
 @pytest.fixture
 def experiment(tmp_path) -> Path:
     """Twelve finished trials of two seeds, 60 steps each."""
-    experiment = tmp_path / "run" / "tune"
+    experiment = tmp_path / "run" / rundir.EXPERIMENT
     for i in range(12):
         config = trial_config(lr_d=1e-4 * (i + 1))
         trial_id = f"t{i:04d}"
@@ -52,8 +53,14 @@ def experiment(tmp_path) -> Path:
     return experiment
 
 
+def samples_files(experiment: Path, trial_id: str) -> list[Path]:
+    """The samples files of a trial's kept checkpoints."""
+    trial_dir = experiment / rundir.trial_dir_name(trial_id)
+    return sorted(trial_dir.glob(f"checkpoint_*/{rundir.SAMPLES_FILE}"))
+
+
 def write_reports(trial_dir: Path, reports: list[dict]) -> None:
-    (trial_dir / "result.json").write_text("".join(json.dumps(r) + "\n" for r in reports))
+    (trial_dir / rundir.RESULT_FILE).write_text("".join(json.dumps(r) + "\n" for r in reports))
 
 
 def test_only_the_trials_that_changed_are_read_and_written(experiment):
@@ -68,7 +75,8 @@ def test_only_the_trials_that_changed_are_read_and_written(experiment):
     config = trial_config(lr_d=1e-4 * 4)  # t0003 reports its last step again, seed 1 diverged
     diverged = {"1": {"diverged": True, "diverged_step": 55}}
     again_at_60 = report("t0003", config, 60, 3, **diverged)
-    write_reports(experiment / "trial_t0003", reports_until("t0003", config, 60) + [again_at_60])
+    trial_dir = experiment / rundir.trial_dir_name("t0003")
+    write_reports(trial_dir, reports_until("t0003", config, 60) + [again_at_60])
     collect.update(source(experiment, "t0003", "TERMINATED"))
     collect.update(source(experiment, "t0005", "TERMINATED"))  # told again, but unchanged
     written = collect().written
@@ -76,7 +84,7 @@ def test_only_the_trials_that_changed_are_read_and_written(experiment):
     changed = {p for p in before if p.stat().st_mtime_ns != before[p]}
     assert changed == set(written)
     assert {(p.parent.name, p.name) for p in changed} == {
-        ("trials.parquet", "t0003.parquet"), ("metrics.parquet", "t0003.parquet")}  # fmt: skip
+        (rundir.TRIALS, "t0003.parquet"), (rundir.METRICS_TABLE, "t0003.parquet")}  # fmt: skip
     trials, metrics = results.load(run_dir)
     row = trials.set_index(["trial_id", "seed"]).loc[("t0003", 1)]
     assert (row.status, row.diverged_step, row.steps_done) == ("diverged", 55, 55)
@@ -94,9 +102,9 @@ def test_only_the_trials_that_changed_are_read_and_written(experiment):
 
 def test_a_half_copied_samples_file_keeps_that_trial_pending_and_the_rest_goes_on(experiment):
     run_dir = experiment.parent
-    broken = next((experiment / "trial_t0007").glob("checkpoint_*/samples.pt"))
+    broken = samples_files(experiment, "t0007")[0]
     whole = broken.read_bytes()
-    for checkpoint in (experiment / "trial_t0007").glob("checkpoint_*/samples.pt"):
+    for checkpoint in samples_files(experiment, "t0007"):
         checkpoint.write_bytes(whole[: len(whole) // 2])  # a copy cut short
     collect = collector(run_dir)
     collect.scan(local(experiment))
@@ -106,7 +114,7 @@ def test_a_half_copied_samples_file_keeps_that_trial_pending_and_the_rest_goes_o
     assert sorted(trials.trial_id.unique()) == [f"t{i:04d}" for i in range(12) if i != 7]
     assert set(collect.pending) == {"t0007"}
 
-    for checkpoint in (experiment / "trial_t0007").glob("checkpoint_*/samples.pt"):
+    for checkpoint in samples_files(experiment, "t0007"):
         checkpoint.write_bytes(whole)  # the copy finished
     collect()
     trials, _ = results.load(run_dir)
@@ -138,7 +146,7 @@ def test_a_full_disk_fails_the_collection_and_the_next_one_writes_everything(
     ],
 )
 def test_a_retried_trial_is_labelled_by_how_it_ended(tmp_path, status, expected, error):
-    experiment = tmp_path / "run" / "tune"
+    experiment = tmp_path / "run" / rundir.EXPERIMENT
     config = trial_config()
     write_trial(experiment, "r1", config, reports_until("r1", config, 40),
                 samples_of(config["seeds"]), error=ray_error(MISSING_DATA))  # fmt: skip
@@ -152,7 +160,7 @@ def test_a_retried_trial_is_labelled_by_how_it_ended(tmp_path, status, expected,
 
 
 def test_a_completed_trial_with_an_earlier_failure_is_completed(tmp_path):
-    experiment = tmp_path / "run" / "tune"
+    experiment = tmp_path / "run" / rundir.EXPERIMENT
     config = trial_config()
     write_trial(experiment, "r2", config, reports_until("r2", config, 60),
                 error=ray_error("RayActorError: the worker died", failures=2))  # fmt: skip
@@ -164,12 +172,12 @@ def test_a_completed_trial_with_an_earlier_failure_is_completed(tmp_path):
 
 
 def test_a_trial_that_failed_before_its_first_report_has_its_rows(tmp_path):
-    experiment = tmp_path / "run" / "tune"
-    trial_dir = experiment / "trial_e1"
+    experiment = tmp_path / "run" / rundir.EXPERIMENT
+    trial_dir = experiment / rundir.trial_dir_name("e1")
     trial_dir.mkdir(parents=True)
-    (trial_dir / "params.json").write_text('{"lr_d": 0.003}')
-    (trial_dir / "result.json").write_text("")
-    (trial_dir / "error.txt").write_text(ray_error(MISSING_DATA, failures=3))
+    (trial_dir / rundir.PARAMS_FILE).write_text('{"lr_d": 0.003}')
+    (trial_dir / rundir.RESULT_FILE).write_text("")
+    (trial_dir / rundir.ERROR_FILE).write_text(ray_error(MISSING_DATA, failures=3))
     collect = collector(experiment.parent)
     collect.update(source(experiment, "e1", "ERROR"))
     collect()
@@ -183,9 +191,10 @@ def test_a_trial_that_failed_before_its_first_report_has_its_rows(tmp_path):
 
 
 def test_a_trial_not_started_yet_has_no_rows(tmp_path):
-    experiment = tmp_path / "run" / "tune"
-    (experiment / "trial_p1").mkdir(parents=True)
-    (experiment / "trial_p1" / "params.json").write_text('{"lr_d": 0.003}')
+    experiment = tmp_path / "run" / rundir.EXPERIMENT
+    trial_dir = experiment / rundir.trial_dir_name("p1")
+    trial_dir.mkdir(parents=True)
+    (trial_dir / rundir.PARAMS_FILE).write_text('{"lr_d": 0.003}')
     collect = collector(experiment.parent)
     collect.update(source(experiment, "p1", "PENDING"))
     assert collect() == ([], [])
@@ -202,7 +211,7 @@ def test_error_line_is_the_exception_of_the_last_failure():
 
 
 def test_samples_are_stored_as_float32_arrays_exactly(tmp_path):
-    experiment = tmp_path / "run" / "tune"
+    experiment = tmp_path / "run" / rundir.EXPERIMENT
     config = trial_config(sample_keep=64)
     samples = {0: torch.randn(64, 2) * 1e-7 + 1.0, 1: torch.full((64, 2), math.pi)}
     write_trial(experiment, "s1", config, reports_until("s1", config, 60), samples)
@@ -221,7 +230,7 @@ def test_samples_are_stored_as_float32_arrays_exactly(tmp_path):
 
 
 def test_newer_samples_replace_older_ones(tmp_path):
-    experiment = tmp_path / "run" / "tune"
+    experiment = tmp_path / "run" / rundir.EXPERIMENT
     config = trial_config()
     trial_dir = write_trial(experiment, "s2", config, reports_until("s2", config, 20),
                             samples_of(config["seeds"], 1.0))  # fmt: skip

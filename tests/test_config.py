@@ -1,6 +1,8 @@
 import pytest
 
 from ganlab.config import ConfigError, TrialConfig
+from ganlab.losses import LOSSES
+from ganlab.metrics import METRICS, MODES
 
 
 def test_defaults_are_a_valid_configuration():
@@ -43,3 +45,31 @@ def test_bad_values_name_the_field_and_what_is_allowed(values, field, message):
     with pytest.raises(ConfigError, match=message) as caught:
         TrialConfig.from_dict(values)
     assert caught.value.field == field
+
+
+def test_a_config_error_carries_its_field_and_message_apart():
+    with pytest.raises(ConfigError) as caught:
+        TrialConfig.from_dict({"loss": "hinged"})
+    error = caught.value
+    assert error.field == "loss"
+    assert error.message == f"'hinged' is not one of: {', '.join(sorted(LOSSES))}"
+    assert str(error) == f"loss: {error.message}"
+
+
+MODE_METRICS = [name for name, metric in METRICS.items() if metric.needs_modes]
+
+
+def test_the_metric_registry_knows_which_metrics_need_modes():
+    assert MODE_METRICS == ["modes", "hq", "kl_modes", "good_modes"]
+
+
+@pytest.mark.parametrize("metric", MODE_METRICS)
+def test_metrics_that_need_modes_need_a_dataset_with_modes(metric):
+    values = {"metric": metric, "mode": METRICS[metric].mode}
+    assert TrialConfig.from_dict({**values, "dataset": "ring8"}).metric == metric
+    with pytest.raises(ConfigError, match=f"'{metric}' needs a dataset with modes"):
+        TrialConfig.from_dict({**values, "dataset": "cifar10"})
+
+
+def test_every_metric_has_a_direction_a_sweep_may_name():
+    assert {metric.mode for metric in METRICS.values()} == set(MODES)

@@ -79,3 +79,31 @@ def test_missing_data_says_how_to_provide_it(tmp_path, name):
 def test_unknown_dataset_lists_the_allowed_names():
     with pytest.raises(ValueError, match="unknown dataset 'ring9'.*grid25.*ring8"):
         data.load("ring9")
+
+
+@pytest.mark.parametrize("name", sorted(data.DATASETS))
+def test_a_loaded_dataset_carries_the_facts_registered_for_it(tmp_path, name):
+    write_mnist(tmp_path, "MNIST", n_train=10, n_test=10)
+    write_mnist(tmp_path, "FashionMNIST", n_train=10, n_test=10)
+    write_cifar10(tmp_path, per_batch=2)
+    source = data.DATASETS[name]
+    ds = data.load(name, str(tmp_path))
+    assert (ds.name, ds.shape, ds.n_modes, ds.extractor, ds.n_eval) == (
+        name, source.shape, source.modes, source.extractor, source.n_eval
+    )  # fmt: skip
+    assert (ds.stacked, ds.classifier_data) == (source.stacked, source.classifier_data)
+    assert ds.sample(3, torch.Generator().manual_seed(0)).shape == (3, *source.shape)
+
+
+def test_the_protocol_facts_of_each_dataset():
+    facts = {name: (s.shape, s.modes, s.extractor, s.n_eval, s.classifier_data)
+             for name, s in data.DATASETS.items()}  # fmt: skip
+    assert facts == {
+        "ring8": ((2,), 8, "raw", 2500, ""),
+        "grid25": ((2,), 25, "raw", 2500, ""),
+        "digits": ((1, 8, 8), 10, "classifier", 1000, "digits"),
+        "stacked-digits": ((3, 8, 8), 1000, "classifier", 26000, "digits"),
+        "mnist": ((1, 28, 28), 10, "classifier", 10000, "mnist"),
+        "fashion-mnist": ((1, 28, 28), 10, "classifier", 10000, "fashion-mnist"),
+        "cifar10": ((3, 32, 32), 0, "inception", 10000, ""),
+    }

@@ -38,9 +38,9 @@ def test_ring8_captures_the_modes_with_high_quality_samples():
             "seeds": [0, 1, 2],
         }
     )
-    last = Trial(config).run()[-1]["seeds"]
-    modes = sorted(seed["modes"] for seed in last.values())
-    hq = sorted(seed["hq"] for seed in last.values())
+    last = Trial(config).run()[-1].seeds
+    modes = sorted(seed.metrics["modes"] for seed in last.values())
+    hq = sorted(seed.metrics["hq"] for seed in last.values())
     assert modes[1] >= 7, f"modes captured per seed: {modes}"
     assert hq[1] >= 0.8, f"high-quality share per seed: {hq}"
 
@@ -60,5 +60,5 @@ def test_digits_dcgan_lowers_fid_twentyfold():
         }
     )
     history = Trial(config).run()
-    first, last = history[0]["objective"], history[-1]["objective"]  # median FID over the seeds
+    first, last = history[0].objective, history[-1].objective  # median FID over the seeds
     assert last <= first / 20, f"FID {first:.0f} -> {last:.0f}"

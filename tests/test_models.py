@@ -1,9 +1,13 @@
+import dataclasses
+import subprocess
+import sys
+
 import pytest
 import torch
 from torch import nn
 
 from ganlab.config import TrialConfig
-from ganlab.models import ARCHITECTURES, IMAGE_SIDES, NORMS, Packed, build, check
+from ganlab.models import ARCHITECTURES, IMAGE_SIDES, NORMS, ArchConfig, Packed, build, check
 
 SHAPES = {
     "mlp": [(2,), (1, 8, 8), (3, 8, 8), (1, 28, 28), (3, 32, 32)],
@@ -17,11 +21,15 @@ SMALL_CASES = [("mlp", (2,)), ("dcgan", (3, 8, 8)), ("resnet", (1, 8, 8))]
 Z_DIM = 4
 
 
-def config(arch: str, **changes) -> TrialConfig:
-    return TrialConfig(arch=arch, width=8, depth=2, z_dim=Z_DIM, **changes)
+SMALL = {"width": 8, "depth": 2, "z_dim": Z_DIM, "norm_g": "none", "norm_d": "none",
+         "spectral_norm": False, "pack": 1}  # fmt: skip
 
 
-def seeded_build(cfg: TrialConfig, shape, seed: int = 0) -> tuple[nn.Module, nn.Module]:
+def config(arch: str, **changes) -> ArchConfig:
+    return ArchConfig(**{**SMALL, "arch": arch, **changes})
+
+
+def seeded_build(cfg: ArchConfig, shape, seed: int = 0) -> tuple[nn.Module, nn.Module]:
     torch.manual_seed(seed)
     return build(cfg, shape)
 
@@ -53,7 +61,7 @@ def test_output_shapes_and_ranges(arch, shape, pack, spectral, norms):
 @pytest.mark.parametrize("side", IMAGE_SIDES)
 @pytest.mark.parametrize("arch", ["dcgan", "resnet"])
 def test_every_supported_side_builds(arch, side):
-    g, d = seeded_build(TrialConfig(arch=arch, width=2, z_dim=Z_DIM), (1, side, side))
+    g, d = seeded_build(config(arch, width=2), (1, side, side))
     x = g(torch.randn(2, Z_DIM))
     assert x.shape == (2, 1, side, side)
     assert d(x).shape == (2,)
@@ -95,7 +103,7 @@ def _weight_layers(d: nn.Module) -> list[nn.Module]:
 
 
 def test_spectral_norm_bounds_the_largest_singular_value_of_linear_layers():
-    _, d = seeded_build(TrialConfig(arch="mlp", width=16, depth=3, spectral_norm=True), (2,))
+    _, d = seeded_build(config("mlp", width=16, depth=3, spectral_norm=True), (2,))
     for _ in range(10):  # each training-mode forward runs one power iteration
         d(torch.randn(8, 2))
     layers = _weight_layers(d)
@@ -115,7 +123,7 @@ def test_spectral_norm_covers_conv_layers_as_matrices():
 
 
 def test_without_spectral_norm_weights_are_not_normalised():
-    _, d = seeded_build(TrialConfig(arch="mlp", width=16, depth=3), (2,))
+    _, d = seeded_build(config("mlp", width=16, depth=3), (2,))
     sigmas = [torch.linalg.matrix_norm(m.weight.detach(), 2).item() for m in _weight_layers(d)]
     assert sigmas != pytest.approx([1.0] * len(sigmas), abs=0.02)
 
@@ -184,3 +192,26 @@ def test_gradients_reach_every_parameter(arch, shape, spectral, norms):
         assert p.grad is not None, name
         assert torch.isfinite(p.grad).all(), name
         assert p.grad.abs().max() > 0, name
+
+
+def test_a_trial_hands_over_its_architecture_fields():
+    trial = TrialConfig(arch="dcgan", width=16, depth=2, z_dim=8, norm_g="batch",
+                        norm_d="layer", spectral_norm=True, pack=2, loss="hinge")  # fmt: skip
+    arch = trial.arch_config
+    assert arch == ArchConfig("dcgan", 16, 2, 8, "batch", "layer", True, 2)
+    for field in dataclasses.fields(ArchConfig):  # every field is a trial field of that name
+        assert getattr(arch, field.name) == getattr(trial, field.name)
+    torch.manual_seed(0)
+    g, d = build(arch, (1, 8, 8))
+    assert isinstance(d, Packed) and g(torch.randn(2, 8)).shape == (2, 1, 8, 8)
+
+
+def test_models_import_without_the_trial_configuration():
+    # The building blocks sit below the configuration: no import of ganlab.config, no cycle.
+    script = (
+        "import sys, ganlab.models, ganlab.data, ganlab.losses, ganlab.penalties, ganlab.metrics\n"
+        "print(sorted(m for m in sys.modules if m in ('ganlab.config', 'ganlab.trial')))"
+    )
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=120, check=True)  # fmt: skip
+    assert out.stdout.strip() == "[]"

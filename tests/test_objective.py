@@ -16,13 +16,11 @@ from ganlab.objective import (
     mode_outcome,
     robust_objective,
 )
+from ganlab.reports import SeedReport
 
 
 def _per_seed(values, metric="fid"):
-    return {
-        str(i): ({"diverged": True} if v is None else {metric: v, "diverged": False})
-        for i, v in enumerate(values)
-    }
+    return [SeedReport(diverged_step=1) if v is None else SeedReport({metric: v}) for v in values]
 
 
 @pytest.mark.parametrize(
@@ -153,8 +151,8 @@ def test_a_trial_reports_good_modes_and_collapse_per_seed():
         }
     )
     last = Trial(config).run()[-1]
-    for seed in last["seeds"].values():
-        assert seed["good_modes"] == pytest.approx(good_modes(seed, 8))
-        assert seed["collapsed"] is (seed["good_modes"] <= 1)
-    values = sorted(s["good_modes"] for s in last["seeds"].values())
-    assert last["objective"] == pytest.approx(values[0])  # two seeds: the worse one
+    for seed in last.seeds.values():
+        assert seed.metrics["good_modes"] == pytest.approx(good_modes(seed.metrics, 8))
+        assert seed.collapsed is (seed.metrics["good_modes"] <= 1)
+    values = sorted(s.metrics["good_modes"] for s in last.seeds.values())
+    assert last.objective == pytest.approx(values[0])  # two seeds: the worse one

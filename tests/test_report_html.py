@@ -8,6 +8,7 @@ from plotly.offline import get_plotlyjs
 from tables import make_run
 
 from analysis.report import load_run, report_sections, write_comparison, write_report
+from ganlab import rundir
 
 SECTIONS = (
     "summary",
@@ -38,7 +39,7 @@ def run(tmp_path_factory):
 def test_report_is_written_beside_the_tables_with_every_section(run):
     lines = []
     path = write_report(run, progress=lines.append)
-    assert path == run / "report.html"
+    assert path == run / rundir.REPORT
     page = path.read_text()
     for section in SECTIONS:
         assert f'<section id="{section}">' in page
@@ -46,7 +47,7 @@ def test_report_is_written_beside_the_tables_with_every_section(run):
     assert "Optuna fANOVA" in page
     assert any(line.startswith("[11/11]") for line in lines)
     assert lines[-1].startswith(f"wrote {path}")
-    assert not [p.name for p in run.iterdir() if p.name.startswith(".report.html")]
+    assert not [p.name for p in run.iterdir() if p.name.startswith(f".{rundir.REPORT}")]
 
 
 def test_report_works_offline(run):
@@ -77,11 +78,11 @@ def test_report_to_another_path_and_without_samples(tmp_path):
     out = write_report(run, out=tmp_path / "elsewhere" / "r.html")
     assert out == tmp_path / "elsewhere" / "r.html"
     assert "No samples were saved" in out.read_text()
-    assert not (run / "report.html").exists()
+    assert not (run / rundir.REPORT).exists()
 
 
 def test_bad_run_directories_raise_file_not_found(tmp_path):
-    with pytest.raises(FileNotFoundError, match="trials.parquet"):
+    with pytest.raises(FileNotFoundError, match=rundir.TRIALS):
         write_report(tmp_path)
     with pytest.raises(FileNotFoundError, match="no such run directory"):
         write_report(tmp_path / "missing")

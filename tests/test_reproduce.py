@@ -48,7 +48,7 @@ def test_groups_keep_every_seed_and_count_divergence():
 def test_packing_direction(modes, hq, kl, holds):
     published = reproduce.PUBLISHED["grid25_packing"]
     rows = reproduce.group_rows(_frame(modes, hq, kl), "pack", published.metrics)
-    assert reproduce.direction_holds(rows, published) is holds
+    assert reproduce.packing_helps(rows) is holds
 
 
 def test_grid_points_of_the_shipped_recipe_have_five_seeds_per_pack():
@@ -65,3 +65,44 @@ def test_best_per_level_keeps_each_levels_best_configuration():
     )
     best = reproduce.best_per_level(frame, "loss", "max")
     assert sorted(best["config_id"]) == ["b", "b", "c"]
+
+
+@pytest.mark.parametrize("loss,searched", [("hinge", ["lr_d", "lr_g"]),
+                                           ("wasserstein", ["lr_d", "lr_g", "clip"])])  # fmt: skip
+def test_each_loss_gets_a_search_of_its_own(tmp_path, loss, searched):
+    """Lucic et al.'s protocol: every loss tuned with the same budget, its own fields only."""
+    import yaml
+
+    raw = spec.read_file(ROOT / "sweeps" / "quickstart.yaml")
+    variant = reproduce.level_sweep(raw, "loss", loss, 6)
+    path = tmp_path / "variant.yaml"
+    path.write_text(yaml.safe_dump(variant, sort_keys=False))
+    recipe = spec.load(path)
+    assert [p.name for p in recipe.search] == searched
+    assert all(not p.when for p in recipe.search)
+    assert recipe.num_samples == 6 and recipe.name == f"quickstart-loss-{loss}"
+    assert recipe.trial_config({}).loss == loss
+    assert recipe.seeds == spec.load(ROOT / "sweeps" / "quickstart.yaml").seeds
+
+
+@pytest.mark.parametrize(
+    "modes,hq,holds",
+    [({"a": [8, 8, 7], "b": [8, 8, 8], "c": [5, 6, 8]}, 0.9, True),  # 2 of 3 losses
+     ({"a": [8, 8, 7], "b": [8, 7, 7], "c": [5, 6, 8]}, 0.9, False),  # 1 of 3
+     ({"a": [8, 8, 8], "b": [8, 8, 8], "c": [8, 8, 8]}, 0.7, False),  # low quality
+     ({"a": [8, 8], "b": [8, 8], "c": [], "d": []}, 0.9, False)],  # half is not most
+)  # fmt: skip
+def test_most_losses_find_every_mode(modes, hq, holds):
+    rows = [{"loss": loss, "modes": m, "hq": [hq] * len(m)} for loss, m in modes.items()]
+    assert reproduce.most_find_every_mode(rows) is holds
+
+
+@pytest.mark.parametrize(
+    "fids,holds",
+    [({"a": [10, 14], "b": [13, 20], "c": [30, 40]}, True),  # best's worst 14 >= 13
+     ({"a": [10, 12], "b": [13, 20], "c": [30, 40]}, False),  # a beats b on every seed
+     ({"a": [10, 12], "b": []}, False)],  # b diverged: nothing to overlap
+)  # fmt: skip
+def test_no_loss_dominates(fids, holds):
+    rows = [{"loss": loss, "fid": f} for loss, f in fids.items()]
+    assert reproduce.none_dominates(rows) is holds

@@ -6,7 +6,9 @@ from pathlib import Path
 
 import pytest
 
+from ganlab import rundir
 from ganlab import spec as specs
+from ganlab.search import SAMPLERS, SCHEDULERS
 
 GOOD = """
 name: t
@@ -215,8 +217,35 @@ def test_an_existing_run_is_not_touched_by_a_bad_file(tmp_path):
 
     run = tmp_path / "runs" / "sweep"
     run.mkdir(parents=True)
-    (run / "trials.parquet").write_bytes(b"precious")
+    (run / rundir.TRIALS).write_bytes(b"precious")
     path = write(tmp_path, "base: {lr_g: -1}")
     assert main(["sweep", str(path), "--storage", str(tmp_path / "runs")]) == 2
-    assert (run / "trials.parquet").read_bytes() == b"precious"
-    assert sorted(p.name for p in run.iterdir()) == ["trials.parquet"]
+    assert (run / rundir.TRIALS).read_bytes() == b"precious"
+    assert sorted(p.name for p in run.iterdir()) == [rundir.TRIALS]
+
+
+@pytest.mark.parametrize(
+    "text,field,registry",
+    [(GOOD + "search_alg: bayes", "search_alg", SAMPLERS),
+     (GOOD.replace("name: asha", "name: hyperband"), "scheduler.name", SCHEDULERS)],
+    ids=["search_alg", "scheduler"],
+)  # fmt: skip
+def test_an_unknown_search_or_scheduler_lists_exactly_the_registered_names(
+    tmp_path, text, field, registry
+):
+    with pytest.raises(specs.SpecError) as caught:
+        specs.load(write(tmp_path, text))
+    assert caught.value.field == field
+    assert str(caught.value).endswith(f"is not one of: {', '.join(registry)}")
+
+
+def test_a_registered_search_or_scheduler_is_a_valid_choice(tmp_path, monkeypatch):
+    monkeypatch.setitem(SAMPLERS, "qmc", lambda spec: None)
+    monkeypatch.setitem(SCHEDULERS, "pbt", lambda spec: None)
+    spec = specs.load(write(tmp_path, GOOD.replace("name: asha", "name: pbt") + "search_alg: qmc"))
+    assert spec.search_alg == "qmc" and spec.scheduler.name == "pbt"
+
+
+def test_a_scheduler_of_the_wrong_type_names_the_registered_ones(tmp_path):
+    with pytest.raises(specs.SpecError, match="must be `asha`, `none` or a mapping with `name`"):
+        specs.load(write(tmp_path, GOOD.replace("{name: asha, grace_period: 50}", "[asha]")))

@@ -14,7 +14,7 @@ import torch
 from fake_datasets import write_cifar10, write_mnist
 from raytrials import full_disk
 
-from ganlab import collect, results, spec, sweep
+from ganlab import collect, results, rundir, spec, sweep
 
 SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").glob("*.yaml"))
 MIXED = """
@@ -84,7 +84,8 @@ def test_healthy_and_diverging_trials_finish_and_tables_stay_whole(
     assert len(reads) > 0 and all(cols == list(results.TRIAL_COLUMNS) for _, _, cols in reads)
     assert all(n % 2 == 0 for n, _, _ in reads)  # whole trials: both seeds or none
     assert len(trials) == 4 * 2 and trials.groupby(["trial_id", "seed"]).size().max() == 1
-    assert len(list((run_dir / results.TRIALS).glob("segment-*.parquet"))) == 2
+    segments = (run_dir / rundir.TRIALS).glob(rundir.part_file(f"{rundir.SEGMENT}*"))
+    assert len(list(segments)) == 2
 
     exploded, healthy = trials[trials.lr_d == 10.0], trials[trials.lr_d < 1]
     assert len(exploded) == 4 and len(healthy) == 4
@@ -127,8 +128,9 @@ def test_a_storage_uri_keeps_results_there_and_tables_locally(local_ray, tmp_pat
     assert run_dir == tmp_path / "runs" / "uri"
     trials, _ = results.load(run_dir)
     assert len(trials) == 2 * 2
-    assert len(list((shared / "uri" / "tune").glob("*/checkpoint_*"))) > 0  # Ray wrote there
-    copied = results.read_table(shared / "uri" / results.TRIALS)
+    ray_wrote = (shared / "uri" / rundir.EXPERIMENT).glob("*/checkpoint_*")
+    assert len(list(ray_wrote)) > 0  # Ray wrote there
+    copied = results.read_table(shared / "uri" / rundir.TRIALS)
     pd.testing.assert_frame_equal(copied, trials)
     assert results.load_samples(run_dir).source.eq("fake").sum() == 4
     with pytest.raises(sweep.SweepError, match="holds a sweep already"):

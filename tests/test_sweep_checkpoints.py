@@ -7,9 +7,9 @@ import pytest
 import torch
 from ray import tune
 
-from ganlab import sweep
+from ganlab import rundir, sweep
 from ganlab.config import TrialConfig
-from ganlab.trial import Trial
+from ganlab.trial import Trial, read_state
 
 TINY = {"steps": 4, "eval_every": 2, "width": 8, "batch_size": 8, "n_eval": 20, "seeds": [0, 1]}
 
@@ -20,7 +20,7 @@ def trial(**fields) -> Trial:
 
 def save(checkpoint_dir, state) -> tune.Checkpoint:
     checkpoint_dir.mkdir(parents=True)
-    torch.save(state, checkpoint_dir / sweep.STATE_FILE)
+    torch.save(state, checkpoint_dir / rundir.STATE_FILE)
     return tune.Checkpoint(str(checkpoint_dir))
 
 
@@ -38,8 +38,8 @@ def save(checkpoint_dir, state) -> tune.Checkpoint:
 def test_a_trials_whole_state_loads_with_weights_only(tmp_path, fields):
     first = trial(**fields)
     first.train(2)
-    torch.save(first.state_dict(), tmp_path / sweep.STATE_FILE)
-    state = sweep.load_trial_state(tmp_path)  # torch.load(..., weights_only=True)
+    torch.save(first.state_dict(), tmp_path / rundir.STATE_FILE)
+    state = read_state(tmp_path / rundir.STATE_FILE)  # torch.load(..., weights_only=True)
     second = trial(**fields)
     second.load_state_dict(state)
     first.train(2)
@@ -56,7 +56,7 @@ def test_a_corrupt_latest_checkpoint_falls_back_to_the_one_before(tmp_path):
     older = save(tmp_path / "trial_x" / "checkpoint_000001", source.state_dict())
     source.run(until=4)
     latest = save(tmp_path / "trial_x" / "checkpoint_000002", source.state_dict())
-    (tmp_path / "trial_x" / "checkpoint_000002" / sweep.STATE_FILE).write_bytes(b"PK\x03\x04")
+    (tmp_path / "trial_x" / "checkpoint_000002" / rundir.STATE_FILE).write_bytes(b"PK\x03\x04")
     save(tmp_path / "trial_x" / "checkpoint_000003", {"newer": "than Ray's latest"})
 
     resumed = trial()
@@ -83,7 +83,7 @@ def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
 def test_no_readable_checkpoint_is_an_error_naming_them(tmp_path):
     for name in ("checkpoint_000000", "checkpoint_000001"):
         (tmp_path / name).mkdir()
-        (tmp_path / name / sweep.STATE_FILE).write_bytes(b"not a checkpoint")
+        (tmp_path / name / rundir.STATE_FILE).write_bytes(b"not a checkpoint")
     with pytest.raises(RuntimeError, match="no readable checkpoint") as raised:
         sweep.restore(trial(), tune.Checkpoint(str(tmp_path / "checkpoint_000001")))
     assert "checkpoint_000001: " in str(raised.value) and "checkpoint_000000: " in str(

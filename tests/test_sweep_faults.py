@@ -16,7 +16,7 @@ import ray
 import torch
 from ray.cluster_utils import Cluster
 
-from ganlab import results, spec, sweep
+from ganlab import results, rundir, spec, sweep
 
 SWEEP = """
 name: {name}
@@ -41,7 +41,7 @@ def write_sweep(tmp_path: Path, name: str, steps: int) -> Path:
 def reports(run_dir: Path) -> dict[str, list[dict]]:
     """Each trial's reports so far, by trial id, read from Ray's experiment directory."""
     out = {}
-    for path in (run_dir / "tune").glob("*/result.json"):
+    for path in (run_dir / rundir.EXPERIMENT).glob(f"*/{rundir.RESULT_FILE}"):
         lines = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         if lines:
             out[lines[0]["trial_id"]] = lines
@@ -100,7 +100,8 @@ def test_losing_a_worker_node_mid_sweep_loses_and_doubles_nothing(tmp_path):
     again = [r for r in elsewhere if r["resumed_from_step"] is not None]
     start = again[0]["resumed_from_step"]
     assert start >= 100 and [r["step"] for r in again] == list(range(start + 50, 401, 50))
-    assert (run_dir / "tune" / f"trial_{moved[0]['trial_id']}" / "error.txt").exists()
+    trial_dir = run_dir / rundir.EXPERIMENT / rundir.trial_dir_name(moved[0]["trial_id"])
+    assert (trial_dir / rundir.ERROR_FILE).exists()
     trials, metrics = results.load(run_dir)
     assert "error" not in set(trials[trials.trial_id == moved[0]["trial_id"]].status)
     rows = metrics[metrics.trial_id == moved[0]["trial_id"]].set_index(["seed", "step"])
@@ -136,9 +137,9 @@ def checkpoint_steps(trial_dir: Path) -> dict[Path, int]:
     can leave a directory that Ray had begun to fill or to prune, without its state: not one
     the resume can start from, so not listed."""
     return {
-        checkpoint: torch.load(checkpoint / "state.pt", weights_only=True)["step"]
+        checkpoint: torch.load(checkpoint / rundir.STATE_FILE, weights_only=True)["step"]
         for checkpoint in sorted(trial_dir.glob("checkpoint_*"))
-        if (checkpoint / "state.pt").is_file()
+        if (checkpoint / rundir.STATE_FILE).is_file()
     }
 
 
@@ -177,18 +178,19 @@ def test_a_killed_driver_resumes_from_checkpoints_and_locks_out_a_second_sweep(t
     assert error.startswith(f"ganlab sweep: error: {path}: another sweep named 'killed' is ")
     assert f"running in {run_dir} (pid {driver.pid} on " in error
 
-    finished = {t: (run_dir / "tune").glob(f"*{t}*/result.json") for t in done}
+    experiment = run_dir / rundir.EXPERIMENT
+    finished = {t: experiment.glob(f"*{t}*/{rundir.RESULT_FILE}") for t in done}
     before = {t: next(paths).read_bytes() for t, paths in finished.items()}
     # The latest checkpoints of one interrupted trial are corrupt: it must resume from the
     # oldest one kept, whichever of them Ray last recorded as its latest.
     corrupt = running[0]
-    kept = checkpoint_steps(run_dir / "tune" / f"trial_{corrupt}")
+    kept = checkpoint_steps(experiment / rundir.trial_dir_name(corrupt))
     assert len(kept) >= 2, kept
     oldest = min(kept, key=kept.get)
     for checkpoint in kept:
         if checkpoint != oldest:
-            (checkpoint / "state.pt").write_bytes(b"PK\x03\x04 cut short")
-    intact = {t: set(checkpoint_steps(run_dir / "tune" / f"trial_{t}").values())
+            (checkpoint / rundir.STATE_FILE).write_bytes(b"PK\x03\x04 cut short")
+    intact = {t: set(checkpoint_steps(experiment / rundir.trial_dir_name(t)).values())
               for t in running[1:]}  # fmt: skip
 
     resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True,
@@ -197,7 +199,7 @@ def test_a_killed_driver_resumes_from_checkpoints_and_locks_out_a_second_sweep(t
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     assert_whole_and_single(run_dir, n_trials=4, steps=300)
-    after = {t: next((run_dir / "tune").glob(f"*{t}*/result.json")).read_bytes() for t in done}
+    after = {t: next(experiment.glob(f"*{t}*/{rundir.RESULT_FILE}")).read_bytes() for t in done}
     assert after == before  # finished trials were not run again
     resumed_reports = reports(run_dir)
     for trial_id in running:

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from tables import make_run
 
-from ganlab import results, runlock, sweep
+from ganlab import results, rundir, runlock, sweep
 from ganlab import spec as specs
 from ganlab.cli import main
 
@@ -42,7 +42,7 @@ def started(tmp_path: Path, path: Path) -> Path:
     """A run directory as a started sweep leaves it: Ray's experiment and the sweep's record."""
     spec = specs.load(path, storage=str(tmp_path / "runs"))
     run_dir = sweep.run_dir_of(spec)
-    (run_dir / sweep.EXPERIMENT).mkdir(parents=True)
+    (run_dir / rundir.EXPERIMENT).mkdir(parents=True)
     sweep._write_record(spec, run_dir)
     return run_dir
 
@@ -58,7 +58,7 @@ def test_a_second_sweep_of_the_same_name_is_refused_while_one_runs(tmp_path, cap
             sweep.run(spec)  # started anyway, e.g. between the check and the lock: still refused
     assert error.startswith(f"ganlab sweep: error: {path}: another sweep named 't' is running ")
     assert f"in {run_dir} (pid {os.getpid()} on " in error and "another `name`" in error
-    assert sorted(p.name for p in run_dir.iterdir()) == [runlock.LOCK_FILE]
+    assert sorted(p.name for p in run_dir.iterdir()) == [rundir.LOCK_FILE]
     assert runlock.holder(run_dir) is None  # released with the block
 
 
@@ -81,7 +81,7 @@ def test_resume_refuses_num_samples_and_a_changed_search(tmp_path, capsys):
                             "changed (search was ")  # fmt: skip
     assert "0.001" in error and "0.003" in error and "seeds was [0, 1], now [0, 1, 2]" in error
     assert "another `name`" in error
-    assert sorted(p.name for p in run_dir.iterdir()) == [sweep.RECORD, sweep.EXPERIMENT]
+    assert sorted(p.name for p in run_dir.iterdir()) == [rundir.RECORD, rundir.EXPERIMENT]
 
     write(tmp_path)  # as it was: accepted (checked only, not run here)
     spec = specs.load(path, storage=runs)

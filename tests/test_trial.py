@@ -1,4 +1,5 @@
 import copy
+import dataclasses
 import itertools
 import math
 
@@ -11,6 +12,7 @@ from ganlab.devices import generator_state, set_generator_state
 from ganlab.losses import LOSSES
 from ganlab.models import ARCHITECTURES
 from ganlab.penalties import PENALTIES
+from ganlab.reports import SeedReport
 from ganlab.trial import Trial
 
 TINY = {"width": 8, "depth": 1, "z_dim": 4, "batch_size": 8, "n_eval": 50, "sample_keep": 4}
@@ -50,7 +52,7 @@ def test_restored_trial_continues_bit_identically(tmp_path):
     second.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=False))
     second.run()
 
-    assert [r["step"] for r in second.history] == [0, 10, 20, 30]
+    assert [r.step for r in second.history] == [0, 10, 20, 30]
     assert _without_time(second.history) == _without_time(whole.history)
     for a, b in zip(whole.seeds, second.seeds, strict=True):
         for p, q in zip(a.g_ema.parameters(), b.g_ema.parameters(), strict=True):
@@ -62,7 +64,7 @@ def test_trials_are_deterministic_per_seed_and_differ_across_seeds():
     a.run()
     b.run()
     assert _without_time(a.history) == _without_time(b.history)
-    fids = [a.history[-1]["seeds"][str(s)]["fid"] for s in (0, 1, 2)]
+    fids = [a.history[-1].seeds[s].metrics["fid"] for s in (0, 1, 2)]
     assert len(set(fids)) == 3
 
 
@@ -72,10 +74,10 @@ def test_a_blown_up_configuration_marks_seeds_diverged_without_raising():
     trial = Trial(config)
     history = trial.run()
     last = history[-1]
-    assert last["div_rate"] == pytest.approx(1.0)
-    assert all(s["diverged"] and s["diverged_step"] <= 200 for s in last["seeds"].values())
-    assert last["objective"] == pytest.approx(1e5)  # every seed counts as fid's worst
-    assert last["last"] is True and math.isfinite(last["objective"])
+    assert last.div_rate == pytest.approx(1.0)
+    assert all(s.diverged and s.diverged_step <= 200 for s in last.seeds.values())
+    assert last.objective == pytest.approx(1e5)  # every seed counts as fid's worst
+    assert last.last is True and math.isfinite(last.objective)
 
 
 def test_a_poisoned_seed_diverges_and_leaves_the_others_untouched():
@@ -90,15 +92,14 @@ def test_a_poisoned_seed_diverges_and_leaves_the_others_untouched():
     poisoned.run()
 
     last, ref = poisoned.history[-1], reference.history[-1]
-    assert last["seeds"]["1"] == {"diverged": True, "diverged_step": 21}
-    assert last["div_rate"] == pytest.approx(1 / 3)
-    for seed in ("0", "2"):
-        assert last["seeds"][seed] == ref["seeds"][seed]
+    assert last.seeds[1] == SeedReport(diverged_step=21)
+    assert last.div_rate == pytest.approx(1 / 3)
+    for seed in (0, 2):
+        assert last.seeds[seed] == ref.seeds[seed]
 
 
 def _without_time(history):
-    drop = ("wall_s", "samples_per_s")
-    return [{k: v for k, v in r.items() if k not in drop} for r in history]
+    return [dataclasses.replace(r, wall_s=0.0, samples_per_s=0.0) for r in history]
 
 
 def test_a_diverged_seed_takes_no_update_from_its_bad_step_on():
@@ -114,9 +115,9 @@ def test_a_diverged_seed_takes_no_update_from_its_bad_step_on():
     assert float(bad.dead) == 1.0 and bad.diverged_step is None  # flagged on the device only
     trial.evaluate()
     assert bad.diverged_step == 11  # read by the host at the evaluation
-    last = trial.history[-1]["seeds"]
-    assert last["1"] == {"diverged": True, "diverged_step": 11}
-    assert not last["0"]["diverged"] and math.isfinite(last["0"]["loss_d"])
+    last = trial.history[-1].seeds
+    assert last[1] == SeedReport(diverged_step=11)
+    assert not last[0].diverged and math.isfinite(last[0].signals["loss_d"])
 
 
 def test_evaluation_samples_with_batchnorm_in_inference_mode():

@@ -9,12 +9,15 @@ from dataclasses import dataclass
 
 from ganlab.registry import register
 
+MODES = ("min", "max")  # which way is better: the objective's `mode` in sweep files
+
 
 @dataclass(frozen=True)
 class Metric:
-    mode: str  # "min" or "max": which way is better
+    mode: str  # a name in MODES
     worst: float  # the value a diverged seed counts as (finite, worse than any real result)
     doc: str
+    needs_modes: bool = False  # defined only on data whose modes the protocol counts
 
 
 METRICS: dict[str, Metric] = {}
@@ -29,11 +32,16 @@ for _name, _metric in {
     "recall": Metric("max", WORST_MAX, "share of reals inside the fake k-NN manifold (k=5)"),
     "density": Metric("max", WORST_MAX, "PRDC density (k=5)"),
     "coverage": Metric("max", WORST_MAX, "share of reals whose k-NN ball holds a fake (k=5)"),
-    "modes": Metric("max", WORST_MAX, "modes captured"),
-    "hq": Metric("max", WORST_MAX, "share of high-quality samples"),
-    "kl_modes": Metric("min", WORST_MIN, "KL(captured-mode histogram || uniform)"),
+    "modes": Metric("max", WORST_MAX, "modes captured", needs_modes=True),
+    "hq": Metric("max", WORST_MAX, "share of high-quality samples", needs_modes=True),
+    "kl_modes": Metric(
+        "min", WORST_MIN, "KL(captured-mode histogram || uniform)", needs_modes=True
+    ),
     "good_modes": Metric(
-        "max", WORST_MAX, "modes covered well: hq · n_modes · exp(-kl_modes) (ganlab.objective)"
+        "max",
+        WORST_MAX,
+        "modes covered well: hq · n_modes · exp(-kl_modes) (ganlab.objective)",
+        needs_modes=True,
     ),
 }.items():
     register(METRICS, _name)(_metric)
@@ -75,6 +83,7 @@ def __getattr__(name: str):
 __all__ = [
     "EXTRACTORS",
     "METRICS",
+    "MODES",
     "Evaluator",
     "Extractor",
     "Features",

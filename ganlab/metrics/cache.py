@@ -2,18 +2,19 @@
 
 Thousands of trials may ask for the same classifier or reference statistics at once, so every
 file is produced under a `FileLock` and written to a temporary file in the same directory, then
-renamed: a reader sees either no file or a whole one.
+renamed (`ganlab.rundir.atomic_write`): a reader sees either no file or a whole one.
 """
 
 import hashlib
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TypeVar
 
 import torch
 from filelock import FileLock
+
+from ganlab.rundir import atomic_write
 
 T = TypeVar("T")
 
@@ -25,18 +26,6 @@ def cache_dir() -> Path:
     path = Path(os.environ.get(CACHE_ENV) or Path.home() / ".cache" / "ganlab").expanduser()
     path.mkdir(parents=True, exist_ok=True)
     return path
-
-
-def atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Call `write(tmp)` on a temporary file beside `path`, then rename it onto `path`."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)  # atomic on POSIX: same directory, same file system
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def cached(path: Path, compute: Callable[[], T]) -> T:

@@ -21,8 +21,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ganlab.devices import full_precision
-from ganlab.metrics.cache import atomic_write, cache_dir, file_sha256
+from ganlab.metrics.cache import cache_dir, file_sha256
 from ganlab.metrics.features import Features
+from ganlab.rundir import atomic_write
 
 WEIGHTS_ENV = "GANLAB_INCEPTION_WEIGHTS"
 DOWNLOAD_ENV = "GANLAB_ALLOW_DOWNLOAD"

@@ -1,0 +1,71 @@
+"""The search-algorithm and scheduler registries: each name builds what it names, and the sweep
+builds whatever the registry holds under the sweep file's name."""
+
+import textwrap
+
+import optuna
+import pytest
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+
+from ganlab import spec as specs
+from ganlab import sweep
+from ganlab.search import SAMPLERS, SCHEDULERS
+
+SWEEP = """
+name: t
+base: {dataset: ring8, steps: 40, eval_every: 20, width: 16}
+search:
+  lr_d: {choice: [1.0e-4, 1.0e-3]}
+seeds: 2
+search_seed: 7
+"""
+
+
+def load(tmp_path, extra: str = "") -> specs.SweepSpec:
+    path = tmp_path / "t.yaml"
+    path.write_text(textwrap.dedent(SWEEP) + extra)
+    return specs.load(path, storage=str(tmp_path / "runs"))
+
+
+def test_the_registries_hold_the_documented_names():
+    assert list(SAMPLERS) == ["optuna", "random", "grid"]
+    assert list(SCHEDULERS) == ["asha", "none"]
+
+
+@pytest.mark.parametrize(
+    "name,sampler",
+    [("optuna", optuna.samplers.TPESampler), ("random", optuna.samplers.RandomSampler),
+     ("grid", optuna.samplers.GridSampler)],
+)  # fmt: skip
+def test_each_search_alg_builds_its_seeded_optuna_sampler(tmp_path, name, sampler):
+    spec = load(tmp_path, f"search_alg: {name}\n")
+    first, again = SAMPLERS[name](spec), SAMPLERS[name](spec)
+    assert type(first) is sampler
+    space = {"lr_d": optuna.distributions.CategoricalDistribution([1.0e-4, 1.0e-3])}
+    if name != "grid":  # a continuous draw, which two unseeded samplers never repeat
+        space = {"x": optuna.distributions.FloatDistribution(0.0, 1.0)}
+    studies = [optuna.create_study(sampler=s) for s in (first, again)]
+    picks = [study.ask(space).params for study in studies for _ in range(2)]
+    assert picks[:2] == picks[2:]  # seeded by search_seed: the same suggestions twice
+
+
+def test_asha_stops_by_steps_within_the_trial_budget(tmp_path):
+    spec = load(tmp_path, "scheduler: {name: asha, grace_period: 20, reduction_factor: 2}\n")
+    scheduler = SCHEDULERS["asha"](spec)
+    assert isinstance(scheduler, ASHAScheduler)
+    assert scheduler._time_attr == "step" and scheduler._max_t == 40
+    assert scheduler._reduction_factor == 2
+
+
+def test_no_scheduler_runs_every_trial_to_the_end(tmp_path):
+    assert type(SCHEDULERS["none"](load(tmp_path, "scheduler: none\n"))) is FIFOScheduler
+
+
+def test_the_sweep_builds_what_the_registries_hold(tmp_path, monkeypatch):
+    built = optuna.samplers.RandomSampler(seed=3), FIFOScheduler()
+    monkeypatch.setitem(SAMPLERS, "mine", lambda spec: built[0])
+    monkeypatch.setitem(SCHEDULERS, "mine", lambda spec: built[1])
+    spec = load(tmp_path, "search_alg: mine\nscheduler: mine\n")
+    assert sweep._scheduler(spec) is built[1]
+    searcher = sweep._searcher(spec, tmp_path)
+    assert searcher._sampler is built[0]
