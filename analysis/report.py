@@ -39,7 +39,7 @@ from analysis.aggregate import (
     param_importance,
     searched_parameters,
 )
-from ganlab.results import load, load_samples
+from ganlab.results import load, load_samples, sample_trial_ids
 from ganlab.rundir import METRICS_TABLE, REPORT, TRIALS, atomic_write_text
 
 Progress = Callable[[str], None]
@@ -101,16 +101,24 @@ def load_run(run_dir: str | os.PathLike, progress: Progress | None = None) -> Ru
     values = [c for c in trials if c.startswith(("final_", "best_"))]
     trials = _numeric(trials, ["objective", "div_rate", *values])
     metrics = _numeric(metrics, [c for c in metrics if c not in NON_NUMERIC_METRIC_COLUMNS])
-    sample_table = load_samples(run_dir)
     say(f"aggregating {len(trials)} trial × seed rows, {len(metrics)} evaluations")
     objective = objective_of(trials)
     stats = config_stats(trials)
+    sample_table = load_samples(run_dir, _shown_trials(run_dir, trials, stats))
     say("parameter importance")
     importance = param_importance(trials, run_dir)
     searched = searched_parameters(trials)
     params = [p for p in importance.params if p in searched]
     params += [p for p in searched if p not in params]
     return Run(run_dir, trials, metrics, sample_table, objective, stats, importance, params)
+
+
+def _shown_trials(run_dir: Path, trials: pd.DataFrame, stats: pd.DataFrame) -> set[str]:
+    """The trials whose samples the report shows: only theirs are read (CIFAR-10 samples take
+    some 2 MB a trial)."""
+    saved = trials[trials["trial_id"].isin(sample_trial_ids(run_dir))]
+    shown = pd.concat(samples.shown_configs(stats, set(saved["config_id"])).values())
+    return set(saved.loc[saved["config_id"].isin(shown.index), "trial_id"])
 
 
 NON_NUMERIC_METRIC_COLUMNS = ("sweep", "trial_id", "config_id", "seed", "step", "diverged")

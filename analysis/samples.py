@@ -53,6 +53,16 @@ def _array(row: pd.Series) -> np.ndarray:
     return np.asarray(row["values"], dtype=np.float32).reshape(shape)
 
 
+def shown_configs(
+    stats: pd.DataFrame, with_samples: set[str], per_group: int = 3
+) -> dict[str, pd.DataFrame]:
+    """The ranked configurations (`stats` rows, best first) whose samples the report shows: the
+    `per_group` best and worst of those in `with_samples`."""
+    have = stats[stats.index.isin(with_samples)]
+    best = have.head(per_group)
+    return {"best": best, "worst": have.iloc[len(best) :].tail(per_group)}
+
+
 def get_samples_info(
     samples: pd.DataFrame,
     trials: pd.DataFrame,
@@ -64,12 +74,9 @@ def get_samples_info(
     """The `per_group` best and worst ranked configurations that saved samples, with up to
     `max_seeds` seeds each, and the real samples of their datasets."""
     fake = samples[samples["source"] == "fake"]
-    have = stats[stats.index.isin(set(fake["config_id"]))]
-    best = have.head(per_group)
-    worst = have.iloc[len(best) :].tail(per_group)
     status = trials.set_index(["trial_id", "seed"])["status"]
     sets = []
-    for group, chosen in (("best", best), ("worst", worst)):
+    for group, chosen in shown_configs(stats, set(fake["config_id"]), per_group).items():
         for config_id, row in chosen.iterrows():
             rows = fake[fake["config_id"] == config_id].sort_values(["trial_id", "seed"])
             seeds = [

@@ -152,6 +152,18 @@ def load_samples(run_dir: str | os.PathLike, trial_ids: set[str] | None = None) 
     return read_table(path, trial_ids)
 
 
+def sample_trial_ids(run_dir: str | os.PathLike) -> set[str]:
+    """The trials whose samples the samples table holds, read from its part names (or, for a
+    single file, its `trial_id` column) without reading any sample."""
+    path = Path(run_dir) / SAMPLES
+    if not path.exists():
+        return set()
+    if path.is_dir():
+        names = (p.stem for p in path.glob(rundir.part_file("*")))
+        return {name for name in names if not name.startswith(rundir.REAL_SAMPLES_PART)}
+    return set(pd.read_parquet(path, columns=["trial_id"])["trial_id"]) - {""}
+
+
 def config_hash(config: dict) -> str:
     """Identifies a configuration regardless of its seeds."""
     without_seeds = {k: v for k, v in sorted(config.items()) if k != "seeds"}

@@ -3,12 +3,16 @@
 import json
 import re
 
+import pyarrow as pa
 import pytest
 from plotly.offline import get_plotlyjs
 from tables import make_run
 
+from analysis import samples
+from analysis.aggregate import config_stats
 from analysis.report import load_run, report_sections, write_comparison, write_report
 from ganlab import rundir
+from ganlab.results import SCHEMAS, load, load_samples, sample_trial_ids, write_part
 
 SECTIONS = (
     "summary",
@@ -107,3 +111,30 @@ def test_fid_floor_is_shown_beside_fid(run):
     assert "<th>FID floor</th><td>9.63: the FID of training samples" in sections["summary"].body
     for section in ("convergence", "distribution"):
         assert "Real-data floor: FID 9.63" in sections[section].how
+
+
+@pytest.mark.parametrize("layout", ["file", "parts"])
+def test_the_report_reads_only_the_samples_it_shows(tmp_path, layout):
+    run = make_run(tmp_path / "run", n_configs=12, seeds=2, evals=3, dataset="digits")
+    everything = load_samples(run)
+    if layout == "parts":  # as a sweep writes it: one part per trial, real samples apart
+        (run / rundir.SAMPLES).unlink()
+        for trial_id, rows in everything.groupby("trial_id"):
+            key = trial_id or rundir.real_samples_key("digits", "data")
+            schema = SCHEMAS[rundir.SAMPLES]
+            table = pa.Table.from_pandas(rows, schema=schema, preserve_index=False)
+            write_part(run / rundir.SAMPLES, key, table)
+    trials, _ = load(run)
+    assert sample_trial_ids(run) == set(everything.trial_id) - {""}
+    shown = {s.config_id for s in samples.get_samples_info(
+        everything, trials, config_stats(trials), []).sets}  # fmt: skip
+    assert len(shown) == 6  # the 3 best and 3 worst of 12
+
+    read = load_run(run).samples
+    fake = read[read.source == "fake"]
+    assert set(fake.config_id) == shown
+    assert set(fake.trial_id) == set(trials.trial_id[trials.config_id.isin(shown)])
+    expected = everything[(everything.source == "fake") & everything.config_id.isin(shown)]
+    assert sorted(fake.trial_id + fake.seed.astype(str)) == sorted(
+        expected.trial_id + expected.seed.astype(str))  # fmt: skip
+    assert (read.source == "real").sum() == 1
