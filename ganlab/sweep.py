@@ -307,11 +307,27 @@ def journal_storage(run_dir: Path) -> optuna.storages.JournalStorage:
     return optuna.storages.JournalStorage(backend)
 
 
+class JournalSearch(OptunaSearch):
+    """Ray's OptunaSearch, for a study whose journal may be ahead of Tune's saved state.
+
+    A driver killed after Optuna recorded a trial as finished, but before Tune saved its own
+    state, resumes that trial from its checkpoint; OptunaSearch would then report its results
+    into a finished Optuna trial, whose error ends the whole sweep. The journal's record of the
+    trial stands (a resumed trial repeats the same values), so such a report is dropped.
+    """
+
+    def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        try:
+            super().on_trial_result(trial_id, result)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            self._completed_trials.add(trial_id)  # finished in the journal: nothing to report
+
+
 def _searcher(spec: SweepSpec, run_dir: Path) -> OptunaSearch | None:
     """Every search goes through Optuna, so every sweep has a journal study to inspect."""
     if not spec.search:
         return None
-    return OptunaSearch(
+    return JournalSearch(
         space=SearchSpace(spec.search),
         metric="objective",
         mode=spec.mode,

@@ -3,6 +3,6 @@
 # Extra arguments go to pytest, e.g. `bash scripts/test.sh -k trial`.
 set -eu
 cd "$(dirname "$0")/.."
-python3 -m pip install --quiet -e ".[test]"
+python3 -m pip install --quiet -e ".[test,cluster]"  # cluster: the cluster-file tests read Ray's AWS code, which imports boto3
 sh scripts/install-browser.sh
 python3 -m pytest "$@"

@@ -125,7 +125,7 @@ def test_memorising_the_training_digits_scores_the_floor_not_below_real_data():
 def test_mixture_floor_is_fresh_samples_against_the_reference():
     ref = reference_statistics(RING8, RawExtractor(), 2500)
     fresh = RING8.sample(2500, torch.Generator().manual_seed(FLOOR_SEED))
-    expected = statistics_to_frechet(ref.stats, features_to_statistics(fresh.double()))
+    expected = float(statistics_to_frechet(ref.stats, features_to_statistics(fresh.double())))
     assert ref.floor == pytest.approx(expected, rel=1e-9)
     assert 0 < ref.floor < 0.01
 

@@ -6,6 +6,7 @@ import textwrap
 import optuna
 import pytest
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
+from ray.tune.search.optuna import OptunaSearch
 
 from ganlab import spec as specs
 from ganlab import sweep
@@ -69,3 +70,24 @@ def test_the_sweep_builds_what_the_registries_hold(tmp_path, monkeypatch):
     assert sweep._scheduler(spec) is built[1]
     searcher = sweep._searcher(spec, tmp_path)
     assert searcher._sampler is built[0]
+
+
+def test_a_trial_the_journal_already_finished_keeps_its_value_on_resume(tmp_path):
+    """A driver killed after Optuna finished a trial but before Tune saved its state resumes
+    that trial; its reports must not end the sweep, and the journal's value stands."""
+    spec = load(tmp_path)
+    searcher = sweep._searcher(spec, tmp_path)
+    assert searcher.suggest("t1") is not None
+    searcher.on_trial_result("t1", {"objective": 5.0, "training_iteration": 1})
+    killed = optuna.load_study(study_name=spec.name, storage=sweep.journal_storage(tmp_path))
+    killed.tell(killed.trials[0].number, 3.0)  # the killed driver had finished it
+    with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):  # what Ray's own does
+        OptunaSearch.on_trial_result(searcher, "t1", {"objective": 4.0, "training_iteration": 2})
+    searcher.on_trial_result("t1", {"objective": 4.0, "training_iteration": 2})
+    searcher.on_trial_complete("t1", {"objective": 4.0, "training_iteration": 2})
+    (trial,) = optuna.load_study(
+        study_name=spec.name, storage=sweep.journal_storage(tmp_path)
+    ).trials
+    assert trial.state == optuna.trial.TrialState.COMPLETE
+    assert trial.value == pytest.approx(3.0)
+    assert trial.intermediate_values == {1: pytest.approx(5.0)}
