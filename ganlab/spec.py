@@ -110,6 +110,22 @@ class SweepSpec:
         return f"{self.storage.rstrip('/')}/{self.name}"
 
 
+DEFAULTS = {
+    f.name: f.default
+    for f in dataclasses.fields(SweepSpec)
+    if f.default is not dataclasses.MISSING
+}
+"""What a sweep file may leave out: the `SweepSpec` field defaults, written once there."""
+
+
+def _given(raw: dict[str, Any], key: str) -> Any:
+    """The file's value of `key`, or the `SweepSpec` default where the file leaves it out."""
+    if key in raw:
+        return raw[key]
+    default = DEFAULTS[key]
+    return list(default) if isinstance(default, tuple) else default  # as a file would write it
+
+
 def load(
     path: str | Path,
     smoke: bool = False,
@@ -181,8 +197,8 @@ def _build(path: Path, raw: dict[str, Any]) -> SweepSpec:
     metric, mode = _objective(path, raw.get("objective", {}))
     base = _base(path, raw.get("base", {}), metric, mode)
     search = _search(path, raw.get("search", {}), base, metric, mode)
-    search_alg = _choice(path, "search_alg", raw.get("search_alg", "optuna"), tuple(SAMPLERS))
-    num_samples = _integer(path, "num_samples", raw.get("num_samples", 10), 1)
+    search_alg = _choice(path, "search_alg", _given(raw, "search_alg"), tuple(SAMPLERS))
+    num_samples = _integer(path, "num_samples", _given(raw, "num_samples"), 1)
     if search_alg == "grid":
         _check_grid(path, search)
         num_samples = math.prod(len(p.values) for p in search)  # every point, once
@@ -191,18 +207,18 @@ def _build(path: Path, raw: dict[str, Any]) -> SweepSpec:
         name=name,
         base=base,
         search=search,
-        seeds=_seeds(path, raw.get("seeds", 3)),
+        seeds=_seeds(path, _given(raw, "seeds")),
         search_alg=search_alg,
-        search_seed=_integer(path, "search_seed", raw.get("search_seed", 0), 0),
-        scheduler=_scheduler(path, raw.get("scheduler", "asha"), base),
+        search_seed=_integer(path, "search_seed", _given(raw, "search_seed"), 0),
+        scheduler=_scheduler(path, raw.get("scheduler", Scheduler.name), base),
         num_samples=num_samples,
-        max_concurrent=_integer(path, "max_concurrent", raw.get("max_concurrent", 2), 1),
+        max_concurrent=_integer(path, "max_concurrent", _given(raw, "max_concurrent"), 1),
         time_budget=_time_budget(path, raw.get("time_budget")),
         resources=_resources(path, raw.get("resources", {})),
         metric=metric,
         mode=mode,
-        storage=_storage(path, raw.get("storage", RUNS)),
-        max_failures=_integer(path, "max_failures", raw.get("max_failures", 2), 0),
+        storage=_storage(path, _given(raw, "storage")),
+        max_failures=_integer(path, "max_failures", _given(raw, "max_failures"), 0),
     )
     spec.trial_config({})  # base + seeds + objective form a valid trial on their own
     return spec
@@ -214,7 +230,7 @@ def _objective(path: Path, raw: Any) -> tuple[str, str]:
     for key in raw:
         if key not in ("metric", "mode"):
             raise SpecError(path, f"objective.{key}", "unknown field; allowed: metric, mode")
-    metric = _choice(path, "objective.metric", raw.get("metric", "fid"), tuple(METRICS))
+    metric = _choice(path, "objective.metric", _given(raw, "metric"), tuple(METRICS))
     default_mode = METRICS[metric].mode
     mode = _choice(path, "objective.mode", raw.get("mode", default_mode), MODES)
     problem = check_direction(metric, mode)
@@ -341,7 +357,7 @@ def _scheduler(path: Path, raw: Any, base: dict[str, Any]) -> Scheduler:
             raise SpecError(
                 path, f"scheduler.{key}", f"unknown field; allowed: {', '.join(allowed)}"
             )
-    name = _choice(path, "scheduler.name", raw.get("name", "asha"), tuple(SCHEDULERS))
+    name = _choice(path, "scheduler.name", raw.get("name", Scheduler.name), tuple(SCHEDULERS))
     config = TrialConfig.from_dict({**base, "seeds": [0]})
     default_grace = min(config.eval_every, config.steps)
     grace = _integer(path, "scheduler.grace_period", raw.get("grace_period", default_grace), 1)
@@ -349,7 +365,7 @@ def _scheduler(path: Path, raw: Any, base: dict[str, Any]) -> Scheduler:
         raise SpecError(
             path, "scheduler.grace_period", f"{grace} exceeds base.steps ({config.steps})"
         )
-    factor = raw.get("reduction_factor", 3)
+    factor = raw.get("reduction_factor", Scheduler.reduction_factor)
     if not isinstance(factor, int | float) or isinstance(factor, bool) or factor <= 1:
         raise SpecError(
             path, "scheduler.reduction_factor", f"must be a number > 1; got {factor!r}"

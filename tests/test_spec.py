@@ -249,3 +249,16 @@ def test_a_registered_search_or_scheduler_is_a_valid_choice(tmp_path, monkeypatc
 def test_a_scheduler_of_the_wrong_type_names_the_registered_ones(tmp_path):
     with pytest.raises(specs.SpecError, match="must be `asha`, `none` or a mapping with `name`"):
         specs.load(write(tmp_path, GOOD.replace("{name: asha, grace_period: 50}", "[asha]")))
+
+
+def test_a_file_that_leaves_fields_out_gets_the_sweep_specs_defaults(tmp_path):
+    path = tmp_path / "bare.yaml"
+    path.write_text("base: {dataset: ring8}\n")
+    loaded = specs.load(path)
+    for key in ("seeds", "search_alg", "search_seed", "num_samples", "max_concurrent", "storage",
+                "max_failures", "metric", "time_budget"):  # fmt: skip
+        assert getattr(loaded, key) == specs.DEFAULTS[key], key
+    assert loaded.resources == specs.Resources()
+    assert (loaded.seeds, loaded.num_samples, loaded.search_alg) == ((0, 1, 2), 10, "optuna")
+    assert loaded.scheduler.name == specs.Scheduler.name == "asha"
+    assert loaded.scheduler.reduction_factor == specs.Scheduler.reduction_factor
