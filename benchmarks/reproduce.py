@@ -91,6 +91,7 @@ def run_point(config_dict: dict[str, Any]) -> list[dict[str, Any]]:
     import torch
 
     torch.set_num_threads(1)
+    from ganlab.collect import seed_status
     from ganlab.config import TrialConfig
     from ganlab.trial import Trial
 
@@ -100,9 +101,7 @@ def run_point(config_dict: dict[str, Any]) -> list[dict[str, Any]]:
     wall = time.perf_counter() - start
     rows = []
     for seed, values in last.seeds.items():
-        status = "diverged" if values.diverged else "completed"
-        if values.collapsed:
-            status = "collapsed"
+        status = seed_status(values, last, False, config.steps)  # the tables' rule
         rows.append({**config_dict, "seed": seed, "status": status, "wall_s": wall,
                      **{f"final_{k}": v for k, v in values.metrics.items()}})  # fmt: skip
     return rows

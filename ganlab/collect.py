@@ -318,7 +318,7 @@ def _trial_rows(lines: list[ResultLine], config: dict, error: str, context: dict
     rows = []
     for seed, final in last.seeds.items():
         per_step = [line.report.seeds[seed] for line in lines]
-        status = _status(final, last, bool(error), config["steps"])
+        status = seed_status(final, last, bool(error), config["steps"])
         row = {**context, "seed": seed, **_config_fields(config)}
         row.update(
             status=status,
@@ -359,7 +359,7 @@ def _config_fields(config: dict) -> dict:
     return {k: v for k, v in config.items() if k != "seeds"}
 
 
-def _status(final: SeedReport, last: EvalReport, failed: bool, steps: int) -> str:
+def seed_status(final: SeedReport, last: EvalReport, failed: bool, steps: int) -> str:
     """diverged, then error, then pruned, then collapsed: a seed stopped early (by ASHA or a time
     budget) is `pruned` whatever its last evaluation showed, so `collapsed` judges only seeds
     that trained to the end, and an early stop is never counted as a collapse."""

@@ -39,11 +39,6 @@ def mode_outcome(metrics: dict[str, float], n_modes: int) -> dict[str, Any]:
     return {"good_modes": good, "collapsed": good <= collapse_threshold(n_modes)}
 
 
-def is_collapsed(metrics: dict[str, float], n_modes: int) -> bool | None:
-    """Whether one seed's evaluation `metrics` show collapse; None where modes are undefined."""
-    return mode_outcome(metrics, n_modes).get("collapsed")
-
-
 def check_direction(metric: str, mode: str) -> str | None:
     """What is wrong with optimising `metric` in `mode`, or None when they agree."""
     expected = METRICS[metric].mode
