@@ -39,7 +39,7 @@ from analysis.aggregate import (
     param_importance,
     searched_parameters,
 )
-from ganlab.results import load, load_samples, sample_trial_ids
+from ganlab.results import check_comparable, load, load_samples, sample_trial_ids
 from ganlab.rundir import METRICS_TABLE, REPORT, TRIALS, atomic_write_text
 
 Progress = Callable[[str], None]
@@ -103,6 +103,7 @@ def load_run(run_dir: str | os.PathLike, progress: Progress | None = None) -> Ru
     metrics = _numeric(metrics, [c for c in metrics if c not in NON_NUMERIC_METRIC_COLUMNS])
     say(f"aggregating {len(trials)} trial × seed rows, {len(metrics)} evaluations")
     objective = objective_of(trials)
+    check_comparable(trials, str(run_dir))  # never rank numbers of different measurements
     stats = config_stats(trials)
     sample_table = load_samples(run_dir, _shown_trials(run_dir, trials, stats))
     say("parameter importance")
@@ -121,7 +122,9 @@ def _shown_trials(run_dir: Path, trials: pd.DataFrame, stats: pd.DataFrame) -> s
     return set(saved.loc[saved["config_id"].isin(shown.index), "trial_id"])
 
 
-NON_NUMERIC_METRIC_COLUMNS = ("sweep", "trial_id", "config_id", "seed", "step", "diverged")
+NON_NUMERIC_METRIC_COLUMNS = (
+    "sweep", "trial_id", "config_id", "seed", "step", "diverged", "protocol",
+)  # fmt: skip
 
 
 def _numeric(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:

@@ -40,6 +40,7 @@ def get_summary_info(
     ran = trials[trials["status"] != "error"]
     statuses = trials["status"].value_counts()
     counts = {s: int(statuses.get(s, 0)) for s in STATUSES}
+    counts.update({str(s): int(n) for s, n in statuses.items() if s not in counts})  # shown too
     trial_div = trials.groupby("trial_id")["status"].agg(lambda s: (s == "diverged").any())
     protocols = [parse_protocol(p) for p in trials["protocol"].dropna().unique()]
     metric = objective.metric

@@ -59,11 +59,11 @@ def reference(configs: list[dict], concurrency: int) -> tuple[float, list[float]
 
 
 def ganlab_sweep(sweep_file: Path, storage: Path) -> tuple[float, float]:
-    from ganlab import spec, sweep
+    from ganlab import raystart, spec, sweep
 
     s = spec.load(sweep_file, storage=str(storage))
     start = time.perf_counter()
-    sweep._start_ray(None)
+    raystart.start(None)
     ready = time.perf_counter()
     sweep.run(s, echo=lambda line: None)
     end = time.perf_counter()

@@ -13,6 +13,7 @@ from typing import Any
 
 import yaml
 
+from ganlab import budget
 from ganlab.config import ConfigError, TrialConfig
 from ganlab.reports import EvalReport
 from ganlab.rundir import COMPARISON, JOURNAL, METRICS_TABLE, REPORT, TRIALS
@@ -93,6 +94,10 @@ def _trial(args: argparse.Namespace) -> int:
     except ConfigError as error:
         where = f"{args.config}: " if args.config else ""
         raise UsageError(f"{where}{error.field}: {error.message}") from None
+    problem = budget.check_trial(config)  # before anything is allocated
+    if problem is not None:
+        where = f"{args.config}: " if args.config else ""
+        raise UsageError(f"{where}{problem.field}: {problem.message}")
     print(f"trial: {config.dataset} / {config.arch} / {config.loss} / {config.penalty}, "
           f"seeds {list(config.seeds)}, {config.steps} steps")  # fmt: skip
     try:
@@ -166,15 +171,24 @@ def _sweep(args: argparse.Namespace) -> int:
     if args.smoke:
         spec = dataclasses.replace(spec, name=f"{spec.name}-smoke")
 
-    from ganlab import storage, sweep
+    from ganlab import preflight, storage, sweep
 
-    sweep.check(spec, args.resume, args.address)
+    preflight.check(spec, args.resume, args.address)
     run_dir = sweep.run(spec, address=args.address, resume=args.resume)
     print(format_sweep_summary(run_dir, spec))
     if not args.no_report:
         from analysis.report import write_report
+        from ganlab.results import Incomparable
 
-        print(f"report: {write_report(run_dir, progress=print)}")
+        try:
+            print(f"report: {write_report(run_dir, progress=print)}")
+        except Incomparable as error:  # the sweep ran; the report is refused, not the sweep
+            print(f"report: not written: {error}")
+            return 0
+        except OSError as error:  # a full disk, say: the tables are whole, the report is not
+            print(f"report: not written ({error.strerror}); the tables are whole: run `ganlab "
+                  f"report {run_dir}` once it can be written", file=sys.stderr)  # fmt: skip
+            return 1
         if spec.is_remote_storage:
             storage.push(run_dir, spec.storage_uri, [REPORT])
             print(f"tables and report copied to {spec.storage_uri}")
@@ -187,9 +201,12 @@ def format_sweep_summary(run_dir: Path, spec: Any, top: int = 5) -> str:
     trials, _ = results.load(run_dir)
     if trials.empty:
         return f"\nno trial reported a result; Ray's logs are in {run_dir}"
-    configs = results.summarise(trials).head(top)
+    try:
+        ranked = results.summarise(trials).head(top).to_string(index=False)
+    except results.Incomparable as error:  # the sweep ran: say why there is no ranking
+        ranked = str(error)
     lines = ["", f"best configurations ({spec.metric}, {spec.mode}; median over seeds):",
-             configs.to_string(index=False), "",
+             ranked, "",
              f"trials: {trials.trial_id.nunique()}, seed runs: {len(trials)}, "
              f"diverged: {(trials.status == 'diverged').mean():.1%}, "
              f"collapsed: {(trials.status == 'collapsed').mean():.1%}, "

@@ -160,11 +160,18 @@ class Collector:
         context = {**self.context, "trial_id": trial.trial_id,
                    "config_id": config_hash(trial.config)}  # fmt: skip
         if trial.reports:
-            rows = _trial_rows(trial.reports, trial.config, trial.error, context)
+            running = source.ray_status is not None and source.ray_status not in ENDED
+            rows = _trial_rows(trial.reports, trial.config, trial.error, context, running)
         else:
             rows = _error_rows(trial.config, trial.error, context)
         metrics = _metric_rows(trial.reports, context)
         checkpoint = source.checkpoint or _newest_checkpoint((fs, files))
+        ended = source.ray_status in ENDED if source.ray_status else trial.ended
+        if ended and checkpoint is not None and not _has_samples(checkpoint):
+            # A kill can leave an ended trial's last checkpoint without its samples: the newest
+            # that has them will do (none: rows without samples). A running trial's checkpoint
+            # may still be being copied, so it waits for the next collection instead.
+            checkpoint = _newest_checkpoint((fs, files), _has_samples)
         samples = self._samples(trial, checkpoint, context)  # read before anything is written
         written = [write_part(self.run_dir / TRIALS, trial.trial_id, rows),
                    write_part(self.run_dir / METRICS_TABLE, trial.trial_id, metrics)]  # fmt: skip
@@ -173,7 +180,6 @@ class Collector:
             self.samples_from[trial.trial_id] = checkpoint[1]
         written += self._real(trial.config["dataset"], trial.config["data_dir"])
         self.collected[source.trial_id] = signature
-        ended = source.ray_status in ENDED if source.ray_status else trial.ended
         for names in self.unmerged.values():
             if ended:
                 names[trial.trial_id] = None
@@ -294,12 +300,18 @@ def _failed(ray_status: str | None, error: str | None, reports: list[ResultLine]
     return error is not None and (not reports or not reports[-1].report.last)
 
 
-def _newest_checkpoint(files: Location) -> Location | None:
+def _newest_checkpoint(files: Location, keep=lambda checkpoint: True) -> Location | None:
+    """The trial's newest checkpoint directory (of those `keep` accepts), or None."""
     fs, root = files
     infos = fs.get_file_info(pafs.FileSelector(root, allow_not_found=True))
     numbered = ((rundir.checkpoint_number(i.base_name), i.path) for i in infos)
-    found = [(number, path) for number, path in numbered if number is not None]
-    return (fs, max(found)[1]) if found else None
+    found = sorted((n, path) for n, path in numbered if n is not None)
+    return next((c for _, path in reversed(found) if keep(c := (fs, path))), None)
+
+
+def _has_samples(checkpoint: Location) -> bool:
+    fs, path = checkpoint
+    return fs.get_file_info(f"{path}/{SAMPLES_FILE}").type == pafs.FileType.File
 
 
 def _load_tensors(data: bytes | None) -> dict:
@@ -313,12 +325,14 @@ def _load_tensors(data: bytes | None) -> dict:
 # --- rows -------------------------------------------------------------------------------------
 
 
-def _trial_rows(lines: list[ResultLine], config: dict, error: str, context: dict) -> list[dict]:
+def _trial_rows(
+    lines: list[ResultLine], config: dict, error: str, context: dict, running: bool = False
+) -> list[dict]:
     last = lines[-1].report
     rows = []
     for seed, final in last.seeds.items():
         per_step = [line.report.seeds[seed] for line in lines]
-        status = seed_status(final, last, bool(error), config["steps"])
+        status = seed_status(final, last, bool(error), config["steps"], running)
         row = {**context, "seed": seed, **_config_fields(config)}
         row.update(
             status=status,
@@ -331,6 +345,9 @@ def _trial_rows(lines: list[ResultLine], config: dict, error: str, context: dict
             started_at=lines[0].context.started_at,
             ended_at=lines[-1].context.reported_at,
             device_used=last.device,
+            device_name=last.device_name,
+            # a checkpoint moved between device types, its random streams reseeded (the last)
+            reseeded_step=last.reseeds[-1]["step"] if last.reseeds else None,
             node=lines[-1].context.node_id,
             node_ip=lines[-1].node_ip,
             protocol=last.protocol,
@@ -350,7 +367,8 @@ def _error_rows(config: dict, error: str, context: dict) -> list[dict]:
     nothing.update(objective=math.nan, div_rate=math.nan, wall_s=math.nan,
                    started_at=math.nan, ended_at=math.nan)  # fmt: skip
     fields = {**_config_fields(config), **nothing, "status": "error", "error": error,
-              "diverged_step": None, "steps_done": 0, "device_used": "", "node": "",
+              "diverged_step": None, "steps_done": 0, "device_used": "", "device_name": "",
+              "reseeded_step": None, "node": "",
               "node_ip": "", "protocol": ""}  # fmt: skip
     return [{**context, "seed": int(seed), **fields} for seed in config["seeds"]]
 
@@ -359,16 +377,21 @@ def _config_fields(config: dict) -> dict:
     return {k: v for k, v in config.items() if k != "seeds"}
 
 
-def seed_status(final: SeedReport, last: EvalReport, failed: bool, steps: int) -> str:
-    """diverged, then error, then pruned, then collapsed: a seed stopped early (by ASHA or a time
-    budget) is `pruned` whatever its last evaluation showed, so `collapsed` judges only seeds
-    that trained to the end, and an early stop is never counted as a collapse."""
+def seed_status(
+    final: SeedReport, last: EvalReport, failed: bool, steps: int, running: bool = False
+) -> str:
+    """diverged, then error, then running, then pruned, then collapsed. A seed short of its
+    steps is `running` while Ray runs its trial still (`running`: Ray's status is neither
+    TERMINATED nor ERROR; a collection from files alone cannot tell, and says `pruned`), and
+    `pruned` once the trial was stopped early (by ASHA or a time budget), whatever its last
+    evaluation showed: `collapsed` judges only seeds that trained to the end, and an early stop
+    is never counted as a collapse."""
     if final.diverged:
         return "diverged"
     if failed:
         return "error"
     if last.step < steps:
-        return "pruned"
+        return "running" if running else "pruned"
     return "collapsed" if final.collapsed else "completed"  # None: the data has no modes
 
 
@@ -381,7 +404,8 @@ def _metric_rows(lines: list[ResultLine], context: dict) -> list[dict]:
                 continue  # a seed's rows end at the step it diverged
             row = {**base, "seed": seed, "step": report.step, "diverged": values.diverged,
                    "objective": report.objective, "div_rate": report.div_rate,
-                   "wall_s": report.wall_s, "samples_per_s": report.samples_per_s}  # fmt: skip
+                   "wall_s": report.wall_s, "samples_per_s": report.samples_per_s,
+                   "protocol": report.protocol}  # fmt: skip
             row.update({k: values.metrics.get(k, math.nan) for k in METRIC_NAMES})  # unmeasured
             row.update({k: values.signals.get(k, math.nan) for k in SIGNALS})  # none at step 0
             rows.append(row)

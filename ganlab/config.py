@@ -5,6 +5,7 @@ names missing from a registry fail at once, naming the field and what is allowed
 """
 
 import dataclasses
+import sys
 import types
 import typing
 from dataclasses import dataclass
@@ -16,6 +17,8 @@ if TYPE_CHECKING:
     from ganlab.models import ArchConfig
 
 DEVICES = ("cpu", "cuda", "auto")
+PRECISIONS = ("ieee", "tf32")  # float32 matmuls and convolutions on a card (`devices.numerics`)
+EXECUTIONS = ("auto", "batched", "sequential")  # how a trial's seeds train (`ganlab.execution`)
 
 
 class ConfigError(ValueError):
@@ -60,13 +63,28 @@ class TrialConfig:
     # evaluation
     eval_every: int = 500
     n_eval: int | None = None  # fake samples per evaluation; None takes the dataset's protocol
+    # Fake samples per evaluation before the last (ASHA's rungs, the curves); None: n_eval. The
+    # last evaluation always uses n_eval; each report records its own count in its protocol.
+    n_eval_rung: int | None = None
     metric: str = "fid"  # the metric the robust objective is built from
     mode: str = "min"
     # stability
     seeds: tuple[int, ...] = (0, 1, 2)
     max_grad_norm: float = 1e6  # a gradient norm above this marks the seed diverged
     device: str = "auto"  # cpu, cuda, or auto: cuda when the trial was given a GPU
+    # Training float32 on a card: ieee (the same numbers on every card) or tf32 (faster on
+    # Ampere and later, 10-bit mantissas in matmuls and convolutions). CPUs compute ieee.
+    fp32_precision: str = "ieee"
+    # cuDNN's deterministic algorithms and torch's deterministic mode: off, as its cost on a card
+    # is unmeasured and a sweep's findings rest on seeds, not on bitwise repeats (README: GPUs).
+    deterministic: bool = False
     sample_keep: int = 64  # samples of each seed kept from the last evaluation, for reports
+    # How the seeds train: `batched` (one stacked model, a constant number of ops per step),
+    # `sequential` (seed after seed), or `auto`: the rule of `ganlab.execution` for the device
+    # and architecture. Either way each seed's numbers are the same, up to float rounding.
+    execution: str = "auto"
+    # Capture the batched step in a CUDA graph and replay it: off until measured on a card.
+    cuda_graphs: bool = False
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> "TrialConfig":
@@ -114,6 +132,9 @@ class TrialConfig:
         self._validate_against_data()
         self._validate_direction()
         _check_choice("device", self.device, DEVICES)
+        _check_choice("fp32_precision", self.fp32_precision, PRECISIONS)
+        _check_choice("execution", self.execution, EXECUTIONS)
+        self._validate_cuda_graphs()
         for name in ("width", "depth", "z_dim", "pack", "d_steps", "batch_size", "steps",
                      "eval_every", "sample_keep"):  # fmt: skip
             if getattr(self, name) < 1:
@@ -130,10 +151,35 @@ class TrialConfig:
             raise ConfigError("penalty_weight", f"must be >= 0, got {self.penalty_weight}")
         if self.batch_size % self.pack:
             raise ConfigError("pack", f"must divide batch_size ({self.batch_size})")
-        if not self.seeds or len(set(self.seeds)) != len(self.seeds):
-            raise ConfigError("seeds", "must be a non-empty list of distinct integers")
+        if self.depth > MAX_DEPTH:
+            raise ConfigError("depth", f"must be at most {MAX_DEPTH:,} hidden layers, got "
+                              f"{self.depth:,}")  # fmt: skip
+        check_seeds(self.seeds)
         if self.n_eval is not None and self.n_eval < 10:
             raise ConfigError("n_eval", f"must be at least 10 (k-NN metrics), got {self.n_eval}")
+        self._validate_rung_count()
+
+    def _validate_rung_count(self) -> None:
+        if self.n_eval_rung is None:
+            return
+        from ganlab.data import DATASETS
+
+        final = DATASETS[self.dataset].n_eval if self.n_eval is None else self.n_eval
+        if not 10 <= self.n_eval_rung <= final:
+            raise ConfigError("n_eval_rung", f"must be at least 10 (k-NN metrics) and at most "
+                              f"n_eval ({final}), got {self.n_eval_rung}")  # fmt: skip
+
+    def _validate_cuda_graphs(self) -> None:
+        if not self.cuda_graphs:
+            return
+        import torch
+
+        if self.device == "cpu" or not torch.cuda.is_available():
+            where = "device 'cpu'" if self.device == "cpu" else "this machine, which has no CUDA"
+            raise ConfigError("cuda_graphs", f"CUDA graphs need a CUDA device, not {where}")
+        if self.execution == "sequential":
+            raise ConfigError("cuda_graphs", "CUDA graphs capture the batched step; execution "
+                              "'sequential' has none")  # fmt: skip
 
     def _validate_direction(self) -> None:
         from ganlab.objective import check_direction
@@ -163,9 +209,47 @@ def _check_choice(name: str, value: Any, allowed: typing.Sequence[str]) -> None:
         raise ConfigError(name, f"{value!r} is not one of: {', '.join(allowed)}")
 
 
+# Hidden layers of an mlp at most: each is a Python module (built once more, on the meta device,
+# to estimate a trial's memory), and no GAN study goes near a thousand.
+MAX_DEPTH = 1000
+# Seeds of one trial at most. They train in turn (or stacked) at every step and every report
+# carries all of them (each report line grows by about 1 kB a seed), while the objective is their
+# median, which a few dozen seeds already pin down: more belong in more trials.
+MAX_SEEDS = 1000
+
+
+def seed_limit() -> int:
+    """One past the largest seed: a seed's evaluation stream is seeded with seed +
+    `trial.EVAL_SEED_OFFSET`, and both must stay below 2**63, what the tables' int64 columns and
+    every generator take."""
+    from ganlab.trial import EVAL_SEED_OFFSET
+
+    return 2**63 - EVAL_SEED_OFFSET
+
+
+def check_seeds(seeds: typing.Sequence[int]) -> None:
+    """Raise ConfigError unless `seeds` are 1 to MAX_SEEDS distinct integers in [0, seed_limit)."""
+    if not seeds or len(set(seeds)) != len(seeds):
+        raise ConfigError("seeds", "must be a non-empty list of distinct integers")
+    if len(seeds) > MAX_SEEDS:
+        raise ConfigError("seeds", f"at most {MAX_SEEDS:,} seeds a trial, got {len(seeds):,}; "
+                          "run more trials instead")  # fmt: skip
+    limit = seed_limit()
+    for seed in seeds:
+        if not 0 <= seed < limit:
+            raise ConfigError("seeds", f"each seed must be in [0, {limit}) (2**63 less the "
+                              f"evaluation stream's offset), got {seed}")  # fmt: skip
+
+
 def _coerce(name: str, value: Any, annotation: Any) -> Any:
     """Check `value` against the field's type; ints become floats where a float is wanted."""
-    hint = typing.get_type_hints(TrialConfig)[name]
+    return coerce(name, value, typing.get_type_hints(TrialConfig)[name])
+
+
+def coerce(name: str, value: Any, hint: Any) -> Any:
+    """`value` as type `hint` (bool, int, float, str, tuple[int, ...], or a union of them with
+    None), by the trial fields' rule: a bool is no number, an int is a float where a float is
+    wanted. Raises ConfigError naming `name`. Sweep files read their own fields with it too."""
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) else (hint,)
     if value is None:
         if type(None) in options:
@@ -183,11 +267,16 @@ def _coerce(name: str, value: Any, annotation: Any) -> Any:
         if option is int and _is_int(value):
             return int(value)
         if option is float and isinstance(value, int | float) and not isinstance(value, bool):
+            if isinstance(value, int) and abs(value) > _FLOAT_MAX:  # float() would raise
+                raise ConfigError(name, f"beyond the largest float ({_FLOAT_MAX:.3g})")
             return float(value)
         if option is str and isinstance(value, str):
             return value
     expected = " or ".join(getattr(o, "__name__", str(o)) for o in options)
     raise ConfigError(name, f"expected {expected}, got {value!r}")
+
+
+_FLOAT_MAX = sys.float_info.max
 
 
 def _is_int(value: Any) -> bool:

@@ -4,7 +4,10 @@ The expression is parsed with Python's grammar and evaluated here, node by node,
 columns: names are columns (or True, False, None), constants are numbers and strings, and the
 operators are comparisons (`==`, `<`, `in`, ...), `and`, `or`, `not`, `&`, `|`, `~` and
 arithmetic. Function calls, attributes, subscripts, `@variables` and everything else are
-refused, so a `--where` cannot run anything.
+refused, so a `--where` cannot run anything. Nor can it take the machine's memory or stack: an
+expression is at most MAX_CHARS long and MAX_DEPTH deep (Python's parser and this evaluator
+recurse), and `*` multiplies numbers only (`'a' * 300000000` would build a string of that size;
+numbers cannot grow past what the expression's length allows).
 """
 
 import ast
@@ -24,6 +27,8 @@ ARITHMETIC = {
     ast.Div: operator.truediv, ast.BitAnd: operator.and_, ast.BitOr: operator.or_,
 }  # fmt: skip
 CONSTANTS = {"True": True, "False": False, "None": None}
+MAX_CHARS = 10_000  # a condition on a few columns takes a hundred; a list of values, thousands
+MAX_DEPTH = 50  # nested operators: far below the interpreter's recursion limit (1,000)
 
 
 class QueryError(BadInput):
@@ -32,10 +37,18 @@ class QueryError(BadInput):
 
 def select(frame: pd.DataFrame, expression: str) -> pd.DataFrame:
     """The rows of `frame` where `expression` holds."""
+    shown = expression if len(expression) <= 200 else f"{expression[:200]}..."
+    if len(expression) > MAX_CHARS:
+        raise QueryError(f"--where {shown!r}: {len(expression):,} characters; at most "
+                         f"{MAX_CHARS:,}")  # fmt: skip
     try:
         tree = ast.parse(expression.strip(), mode="eval")
     except SyntaxError as error:
-        raise QueryError(f"--where {expression!r}: not an expression ({error.msg})") from None
+        raise QueryError(f"--where {shown!r}: not an expression ({error.msg})") from None
+    except (RecursionError, MemoryError):  # the parser's own stack: nesting deeper than ours
+        raise QueryError(f"--where {shown!r}: nested more than {MAX_DEPTH} deep") from None
+    if _depth(tree.body) > MAX_DEPTH:
+        raise QueryError(f"--where {shown!r}: nested more than {MAX_DEPTH} deep")
     try:
         mask = _evaluate(tree.body, frame, expression)
     except QueryError:
@@ -45,6 +58,16 @@ def select(frame: pd.DataFrame, expression: str) -> pd.DataFrame:
     if not isinstance(mask, pd.Series) or mask.dtype != bool:
         raise QueryError(f"--where {expression!r}: must be a condition, such as lr_d < 1e-3")
     return frame[mask]
+
+
+def _depth(root: ast.AST) -> int:
+    """How deep `root`'s tree is, counted without recursion."""
+    deepest, stack = 0, [(root, 1)]
+    while stack:
+        node, depth = stack.pop()
+        deepest = max(deepest, depth)
+        stack += [(child, depth + 1) for child in ast.iter_child_nodes(node)]
+    return deepest
 
 
 def _evaluate(node: ast.AST, frame: pd.DataFrame, text: str) -> Any:
@@ -69,7 +92,11 @@ def _evaluate(node: ast.AST, frame: pd.DataFrame, text: str) -> Any:
             return ~operand if isinstance(operand, pd.Series) else not operand
         return -operand if isinstance(node.op, ast.USub) else operand
     if isinstance(node, ast.BinOp) and type(node.op) in ARITHMETIC:
-        return ARITHMETIC[type(node.op)](value(node.left), value(node.right))
+        left, right = value(node.left), value(node.right)
+        if isinstance(node.op, ast.Mult) and not (_numeric(left) and _numeric(right)):
+            raise QueryError(f"--where {text!r}: `*` multiplies numbers and numeric columns "
+                             f"only, not `{ast.unparse(node)}`")  # fmt: skip
+        return ARITHMETIC[type(node.op)](left, right)
     if isinstance(node, ast.Compare):
         return _compare(node, value)
     what = "function calls" if isinstance(node, ast.Call) else f"`{ast.unparse(node)}`"
@@ -77,6 +104,14 @@ def _evaluate(node: ast.AST, frame: pd.DataFrame, text: str) -> Any:
         f"--where {text!r}: {what} not allowed; use column names, numbers, strings, "
         "comparisons (== != < <= > >= in, not in), and, or, not"
     )
+
+
+def _numeric(operand: Any) -> bool:
+    """A number or a numeric column: what `*` may take (repeating a string or list, even a
+    column of strings, would build one as large as the other operand says)."""
+    if isinstance(operand, pd.Series):
+        return pd.api.types.is_numeric_dtype(operand.dtype)
+    return isinstance(operand, int | float)
 
 
 def _compare(node: ast.Compare, value) -> Any:

@@ -96,6 +96,10 @@ class EvalReport:
     protocol: str  # the evaluation protocol as JSON (`ganlab.metrics.Protocol.to_json`)
     last: bool  # the trial's last report: every step done, or every seed diverged
     seeds: dict[int, SeedReport]
+    device_name: str = ""  # the card's name ("NVIDIA H200"), "cpu" or "meta"
+    # Each time a checkpoint moved between device types and the random streams were reseeded:
+    # {"step": int, "from": device type, "to": device type}.
+    reseeds: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "seeds"}
@@ -105,12 +109,21 @@ class EvalReport:
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "report") -> "EvalReport":
         """The report in `d`; other keys (Ray's, the sweep's) are ignored."""
-        values = {f.name: _take(d, f.name, where) for f in fields(cls) if f.name != "seeds"}
+        values = {
+            f.name: _take(d, f.name, where) if f.name not in _OPTIONAL else d.get(f.name)
+            for f in fields(cls)
+            if f.name != "seeds"
+        }
+        # Keys added later have defaults: result.json lines written before them still read.
+        values = {k: v for k, v in values.items() if k not in _OPTIONAL or v is not None}
         seeds = {
             int(seed): SeedReport.from_dict(report, f"{where}, seed {seed}")
             for seed, report in _take(d, "seeds", where).items()
         }
         return cls(**values, seeds=seeds)
+
+
+_OPTIONAL = ("device_name", "reseeds")  # EvalReport's keys that older lines lack
 
 
 @dataclass(frozen=True)

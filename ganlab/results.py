@@ -28,11 +28,14 @@ from ganlab import rundir, tableparts
 from ganlab.config import TrialConfig
 from ganlab.metrics import METRICS
 from ganlab.reports import SIGNALS as PER_SEED_SIGNALS
+from ganlab.spec import BadInput
 
 # The tables' names in a run directory (`ganlab.rundir`), here for users of `results`.
 TRIALS, METRICS_TABLE, SAMPLES = rundir.TRIALS, rundir.METRICS_TABLE, rundir.SAMPLES
 
-STATUSES = ("completed", "diverged", "collapsed", "pruned", "error")
+# A seed's status in the trials table (`collect.seed_status`); `running` only while its trial
+# runs, in tables collected during a sweep.
+STATUSES = ("completed", "diverged", "collapsed", "pruned", "running", "error")
 CONFIG_COLUMNS = tuple(f.name for f in dataclasses.fields(TrialConfig) if f.name != "seeds")
 METRIC_NAMES = tuple(METRICS)
 SIGNALS = PER_SEED_SIGNALS + ("wall_s", "samples_per_s")  # the last two are per trial
@@ -49,6 +52,8 @@ TRIAL_COLUMNS = (
         "started_at",
         "ended_at",
         "device_used",
+        "device_name",
+        "reseeded_step",
         "node",
         "node_ip",
         "protocol",
@@ -60,7 +65,7 @@ METRIC_COLUMNS = (
     ("sweep", "trial_id", "config_id", "seed", "step", "diverged")
     + METRIC_NAMES
     + SIGNALS
-    + ("objective", "div_rate")
+    + ("objective", "div_rate", "protocol")
 )
 SAMPLE_COLUMNS = (
     "sweep", "trial_id", "config_id", "seed", "step", "source", "dataset", "shape", "values",
@@ -69,10 +74,12 @@ SAMPLE_COLUMNS = (
 _ARROW_TYPES = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
 _NAMED_TYPES = {
     "seed": pa.int64(), "step": pa.int64(), "diverged_step": pa.int64(),
-    "steps_done": pa.int64(), "diverged": pa.bool_(), "shape": pa.list_(pa.int64()),
+    "steps_done": pa.int64(), "reseeded_step": pa.int64(), "diverged": pa.bool_(),
+    "shape": pa.list_(pa.int64()),
     "values": pa.list_(pa.float32()),
 }  # fmt: skip
-NULLABLE_INTS = ("diverged_step", "n_eval")  # read back as pandas' Int64
+# read back as pandas' Int64
+NULLABLE_INTS = ("diverged_step", "n_eval", "n_eval_rung", "reseeded_step")
 
 
 def _config_type(name: str) -> pa.DataType:
@@ -170,8 +177,49 @@ def config_hash(config: dict) -> str:
     return hashlib.sha1(json.dumps(without_seeds, sort_keys=True).encode()).hexdigest()[:12]
 
 
+MEASURED_WITH = ("extractor", "weights", "reference_sha")
+"""The protocol's keys that say what a number was measured with: rows that differ in them hold
+numbers that are not comparable."""
+
+
+class Incomparable(BadInput):
+    """Rows measured with different extractors or references, asked to be ranked together."""
+
+
+def measurements(trials: pd.DataFrame) -> dict[tuple[str, ...], int]:
+    """Rows per (extractor, weights hash, reference hash) of their protocol; rows without a
+    protocol (a trial that failed before its first evaluation) measured nothing."""
+    found: dict[tuple[str, ...], int] = {}
+    for text, count in trials["protocol"].fillna("").value_counts().items():
+        if text:
+            protocol = json.loads(text)
+            key = tuple(str(protocol.get(name, "")) for name in MEASURED_WITH)
+            found[key] = found.get(key, 0) + int(count)
+    return found
+
+
+def check_comparable(trials: pd.DataFrame, where: str) -> None:
+    """Raise `Incomparable` where `trials` were measured with more than one extractor or
+    reference (different weights, different real statistics)."""
+    found = measurements(trials)
+    if len(found) <= 1:
+        return
+    kinds = "; ".join(
+        f"{count} rows by {extractor} {weights or '(no weights)'} against reference "
+        f"{reference or '(unrecorded)'}"
+        for (extractor, weights, reference), count in sorted(found.items())
+    )
+    raise Incomparable(
+        f"{where}: its rows were measured with {len(found)} different extractors or reference "
+        f"statistics ({kinds}); their numbers are not comparable, so they are not ranked "
+        "together. Rank each apart (e.g. `ganlab results RUN --where \"dataset == 'mnist'\"`)."
+    )
+
+
 def summarise(trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per trial (a configuration over its seeds), best objective first."""
+    """One row per trial (a configuration over its seeds), best objective first; refuses
+    (`Incomparable`) rows measured with different extractors or references."""
+    check_comparable(trials, "results")
     varying = [c for c in config_columns(trials) if trials[c].nunique(dropna=False) > 1]
     metric = trials["metric"].iloc[0] if len(trials) else "fid"
     grouped = trials.groupby("trial_id", sort=False)

@@ -16,6 +16,11 @@ spelling in `ganlab/` or `analysis/`. The layout, `<storage>/<name>/` for a loca
     ├── samples.parquet/                SAMPLES: parts only, never merged
     │   ├── <trial id>.parquet          the samples of each seed's last evaluation
     │   └── real-<data set>-<hash>.parquet   REAL_SAMPLES_PART: real samples of a data set
+    ├── eval-protocol/                  PROTOCOL_DIR: the evaluation assets every trial uses
+    │   └── <data set>-n<n_fake>.pt     protocol_file(data set, n_fake): `EvalAssets`
+    ├── .tune-state/                    TUNE_STATE: the last good copies of Tune's state
+    │   ├── CURRENT                     the generation to resume from
+    │   └── 000012/experiment_state-*.json, searcher-state-*.pkl, ...
     ├── report.html                     REPORT: `ganlab report`
     ├── compare.html                    COMPARISON: `ganlab report --compare`
     └── tune/                           EXPERIMENT: Ray's experiment directory
@@ -54,6 +59,8 @@ TABLES = (TRIALS, METRICS_TABLE, SAMPLES)
 REPORT = "report.html"  # `ganlab report`'s default output
 COMPARISON = "compare.html"  # `ganlab report --compare`'s default output
 EXPERIMENT = "tune"  # Ray's experiment directory (Tune's run name)
+TUNE_STATE = ".tune-state"  # good copies of Ray Tune's experiment state (`ganlab.tunestate`)
+PROTOCOL_DIR = "eval-protocol"  # the evaluation assets of the sweep, made once by its driver
 
 # --- inside a table directory (`ganlab.tableparts`) -------------------------------------------
 
@@ -70,6 +77,11 @@ ERROR_FILE = "error.txt"  # Ray's: a traceback per failure of the trial
 CHECKPOINT_DIR = re.compile(r"^checkpoint_(\d+)$")  # Ray's checkpoint directories, numbered
 STATE_FILE = "state.pt"  # in a checkpoint: `Trial.state_dict()`
 SAMPLES_FILE = "samples.pt"  # in a checkpoint: each seed's samples of the last evaluation
+
+
+def protocol_file(dataset: str, n_fake: int) -> str:
+    """The run directory's file of the evaluation assets of (`dataset`, `n_fake`)."""
+    return f"{PROTOCOL_DIR}/{dataset}-n{n_fake}.pt"
 
 
 def trial_dir_name(trial_id: str) -> str:

@@ -2,6 +2,12 @@
 
 Everything is checked before Ray starts. A bad file raises `SpecError` naming the file, the field,
 what was wrong and what is allowed; the CLI turns it into exit code 2 with nothing written.
+
+Each dataclass of the schema has one reader, `from_raw(path, raw, ...)`, which takes the file's
+value for it and checks every field on the way. Plain values go through `config.coerce`, the rule
+the trial fields are read by, so a number or a list of seeds means the same in a sweep file as in
+a trial's. `--smoke` reads the file as written first, then once more at its tiny sizes: a file
+that cannot run at full size does not pass because --smoke replaced the part that was wrong.
 """
 
 import dataclasses
@@ -14,7 +20,8 @@ from typing import Any
 
 import yaml
 
-from ganlab.config import ConfigError, TrialConfig
+from ganlab import budget
+from ganlab.config import MAX_SEEDS, ConfigError, TrialConfig, check_seeds, coerce
 from ganlab.metrics import METRICS, MODES
 from ganlab.objective import check_direction
 from ganlab.rundir import RUNS
@@ -32,6 +39,7 @@ TOP_LEVEL = (
 # `smoke:` section is applied on top of these.
 SMOKE_BASE = {"steps": 40, "eval_every": 20, "width": 16, "batch_size": 32, "n_eval": 200}
 SMOKE_TOP = {"num_samples": 2, "seeds": 2, "time_budget": None, "max_concurrent": 2}
+SEARCH_SEED_LIMIT = 2**32  # Optuna's samplers seed numpy, which takes seeds below 2**32
 
 
 class BadInput(ValueError):
@@ -43,7 +51,7 @@ class SpecError(BadInput):
 
     def __init__(self, path: str | Path, field: str, message: str):
         super().__init__(f"{path}: {field}: {message}")
-        self.path, self.field = str(path), field
+        self.path, self.field, self.message = str(path), field, message
 
 
 @dataclass(frozen=True)
@@ -55,18 +63,144 @@ class Param:
     values: tuple[Any, ...]
     when: tuple[tuple[str, tuple[Any, ...]], ...] = ()  # exists only where these fields match
 
+    @classmethod
+    def from_raw(
+        cls, path: Path, name: Any, raw: Any, search: dict[str, Any], base: dict[str, Any]
+    ) -> "Param":
+        """The file's `search.<name>` entry; every choice and both bounds must make a valid trial
+        with `base` (trial fields with the objective) and the `when` fields set."""
+        fields = {f.name for f in dataclasses.fields(TrialConfig)} - {"seeds", "metric", "mode"}
+        where = f"search.{name}"
+        if name not in fields:
+            raise SpecError(
+                path, where, f"not a trial field; allowed: {', '.join(sorted(fields))}"
+            )
+        if not isinstance(raw, dict):
+            raise SpecError(
+                path, where, f"must be a mapping with one of: {', '.join(PARAM_KINDS)}"
+            )
+        kinds = [k for k in raw if k in PARAM_KINDS]
+        extra = [k for k in raw if k not in PARAM_KINDS and k != "when"]
+        if len(kinds) != 1 or extra:
+            raise SpecError(
+                path, where, f"give exactly one of {', '.join(PARAM_KINDS)} (and `when`)"
+            )
+        kind = kinds[0]
+        values = raw[kind]
+        if kind == "choice":
+            if not isinstance(values, list) or not values:
+                raise SpecError(path, f"{where}.choice", "must be a non-empty list")
+        else:
+            values = _bounds(path, f"{where}.{kind}", kind, values)
+        when = _when(path, f"{where}.when", raw.get("when"), search)
+        param = cls(name, kind, tuple(values), when)
+        param._check_values(path, base)
+        return param
+
+    def _check_values(self, path: Path, base: dict[str, Any]) -> None:
+        context = {**base, **{other: wanted[0] for other, wanted in self.when}}
+        for value in self.values:
+            try:
+                TrialConfig.from_dict({**context, self.name: value})
+            except ConfigError as error:
+                raise SpecError(
+                    path, f"search.{self.name}", f"value {value!r}: {error.message}"
+                ) from None
+
+
+def _bounds(path: Path, where: str, kind: str, values: Any) -> list[float]:
+    wanted = "integers" if kind == "int" else "numbers"
+    if not isinstance(values, list) or len(values) != 2:
+        raise SpecError(path, where, f"must be [low, high], two {wanted}; got {values!r}")
+    hint = int if kind == "int" else int | float  # an int bound stays an int (Optuna's kinds)
+    low, high = (
+        _value(path, where, v, hint, f"[low, high], two {wanted}", values) for v in values
+    )
+    if not low < high:
+        raise SpecError(path, where, f"low must be below high; got [{low}, {high}]")
+    if kind == "loguniform" and low <= 0:
+        raise SpecError(path, where, f"log-uniform bounds must be positive; got [{low}, {high}]")
+    return [low, high]
+
+
+def _when(path: Path, where: str, raw: Any, search: dict[str, Any]):
+    if raw is None:
+        return ()
+    if not isinstance(raw, dict) or not raw:
+        raise SpecError(path, where, "must map a searched field to the value(s) it needs")
+    conditions = []
+    for other, wanted in raw.items():
+        body = search.get(other)
+        if not isinstance(body, dict) or "choice" not in body:
+            raise SpecError(path, f"{where}.{other}", "must name a `choice` field of `search`")
+        wanted = tuple(wanted) if isinstance(wanted, list) else (wanted,)
+        unknown = [w for w in wanted if w not in body["choice"]]
+        if unknown:
+            choices = ", ".join(map(str, body["choice"]))
+            raise SpecError(
+                path, f"{where}.{other}", f"{unknown} not among its choices: {choices}"
+            )
+        conditions.append((other, wanted))
+    return tuple(conditions)
+
 
 @dataclass(frozen=True)
 class Scheduler:
     name: str = "asha"
-    grace_period: int = 0  # steps every trial gets before ASHA may stop it; 0: one eval interval
+    # Training steps every trial gets before ASHA may stop it. None: not given, which `from_raw`
+    # reads as one evaluation interval (min(eval_every, steps)), the least ASHA can judge by.
+    grace_period: int | None = None
     reduction_factor: float = 3.0
+
+    @classmethod
+    def from_raw(cls, path: Path, raw: Any, config: TrialConfig) -> "Scheduler":
+        """The file's `scheduler` (a name, or a mapping) for trials like `config`."""
+        if isinstance(raw, str):
+            raw = {"name": raw}
+        names = ", ".join(f"`{name}`" for name in SCHEDULERS)
+        _mapping(path, "scheduler", raw, (f.name for f in dataclasses.fields(cls)),
+                 f"must be {names} or a mapping with `name`")  # fmt: skip
+        name = _choice(path, "scheduler.name", raw.get("name", cls.name), tuple(SCHEDULERS))
+        if "grace_period" in raw:
+            grace = _integer(path, "scheduler.grace_period", raw["grace_period"], 1)
+        else:
+            grace = min(config.eval_every, config.steps)
+        if name == "asha" and grace > config.steps:
+            raise SpecError(
+                path, "scheduler.grace_period", f"{grace} exceeds base.steps ({config.steps})"
+            )
+        given = raw.get("reduction_factor", cls.reduction_factor)
+        factor = _value(path, "scheduler.reduction_factor", given, float, "a number > 1")
+        if factor <= 1:
+            raise SpecError(
+                path, "scheduler.reduction_factor", f"must be a number > 1; got {given!r}"
+            )
+        return cls(name, grace, factor)
 
 
 @dataclass(frozen=True)
 class Resources:
     cpu: float = 1.0
     gpu: float = 0.0
+
+    @classmethod
+    def from_raw(cls, path: Path, raw: Any) -> "Resources":
+        """The file's `resources` of one trial: CPUs and GPUs, fractions below 1 allowed."""
+        names = [f.name for f in dataclasses.fields(cls)]
+        _mapping(path, "resources", raw, names, "must be a mapping with `cpu` and/or `gpu`")
+        values = {}
+        for key, value in raw.items():
+            where = f"resources.{key}"
+            amount = _value(path, where, value, float, "a number >= 0")
+            if amount < 0:
+                raise SpecError(path, where, f"must be a number >= 0; got {value!r}")
+            if amount > 1 and amount != int(amount):
+                raise SpecError(path, where, f"fractions only below 1; got {value}")
+            values[key] = amount
+        resources = cls(**values)
+        if resources.cpu == 0 and resources.gpu == 0:
+            raise SpecError(path, "resources", "a trial needs some cpu or gpu")
+        return resources
 
 
 @dataclass(frozen=True)
@@ -87,6 +221,46 @@ class SweepSpec:
     mode: str = "min"
     storage: str = RUNS  # a local path, a shared file system or a cloud URI (s3://...)
     max_failures: int = 2  # retries of a trial whose worker died
+
+    @classmethod
+    def from_raw(cls, path: Path, raw: dict[str, Any]) -> "SweepSpec":
+        """The whole sweep file (a mapping), every field checked; raises SpecError."""
+        _mapping(path, "file", raw, TOP_LEVEL,
+                 "must be a mapping of sweep fields (name, base, search...)")  # fmt: skip
+        name = raw.get("name", path.stem)
+        if not isinstance(name, str) or not NAME_PATTERN.match(name):
+            raise SpecError(path, "name", f"{name!r} must be letters, digits, '_', '-' or '.'")
+        metric, mode = _objective(path, raw.get("objective", {}))
+        base = _base(path, raw.get("base", {}), metric, mode)
+        search = _search(path, raw.get("search", {}), {**base, "metric": metric, "mode": mode})
+        search_alg = _choice(path, "search_alg", _given(raw, "search_alg"), tuple(SAMPLERS))
+        num_samples = _integer(path, "num_samples", _given(raw, "num_samples"), 1)
+        if search_alg == "grid":
+            _check_grid(path, search)
+            num_samples = math.prod(len(p.values) for p in search)  # every point, once
+        seeds = _seeds(path, _given(raw, "seeds"))
+        config = _trial(path, {**base, "seeds": list(seeds), "metric": metric, "mode": mode})
+        spec = cls(
+            path=str(path),
+            name=name,
+            base=base,
+            search=search,
+            seeds=seeds,
+            search_alg=search_alg,
+            search_seed=_search_seed(path, _given(raw, "search_seed")),
+            scheduler=Scheduler.from_raw(path, raw.get("scheduler", Scheduler.name), config),
+            num_samples=num_samples,
+            max_concurrent=_integer(path, "max_concurrent", _given(raw, "max_concurrent"), 1),
+            time_budget=_time_budget(path, raw.get("time_budget")),
+            resources=Resources.from_raw(path, raw.get("resources", {})),
+            metric=metric,
+            mode=mode,
+            storage=_storage(path, _given(raw, "storage")),
+            max_failures=_integer(path, "max_failures", _given(raw, "max_failures"), 0),
+        )
+        _check_placement(path, spec)
+        _check_memory(path, spec)
+        return spec
 
     def trial_config(self, params: dict[str, Any]) -> TrialConfig:
         """The configuration a trial runs: base, then the searched values, then the seeds."""
@@ -126,6 +300,9 @@ def _given(raw: dict[str, Any], key: str) -> Any:
     return list(default) if isinstance(default, tuple) else default  # as a file would write it
 
 
+# --- loading ------------------------------------------------------------------------------------
+
+
 def load(
     path: str | Path,
     smoke: bool = False,
@@ -133,24 +310,32 @@ def load(
     data_dir: str | None = None,
     storage: str | None = None,
 ) -> SweepSpec:
-    """Read and validate a sweep file; command-line overrides are validated like the file."""
+    """Read and validate a sweep file; command-line overrides are validated like the file and
+    win over it. With `smoke`, the file is validated as written, then at --smoke's sizes (the
+    overrides still on top)."""
     path = Path(path)
-    raw = _read_yaml(path)
-    if smoke:
-        raw = _apply_smoke(path, raw)
+    raw = read_file(path)
+    flags = (num_samples, data_dir, storage)
+    spec = SweepSpec.from_raw(path, _overridden(raw, *flags) if isinstance(raw, dict) else raw)
+    if not smoke:
+        return spec
+    smoked = _overridden(_smoked(path, raw), *flags)
+    try:
+        return SweepSpec.from_raw(path, smoked)
+    except SpecError as error:
+        raise _at_smoke(path, error, raw.get("smoke") or {}) from None
+
+
+def _overridden(
+    raw: dict[str, Any], num_samples: int | None, data_dir: str | None, storage: str | None
+) -> dict[str, Any]:
+    raw = dict(raw)
     if num_samples is not None:
         raw["num_samples"] = num_samples
-    if data_dir is not None:
-        raw.setdefault("base", {})["data_dir"] = data_dir
+    if data_dir is not None and isinstance(raw.get("base", {}), dict):  # else refused as base
+        raw["base"] = {**raw.get("base", {}), "data_dir": data_dir}
     if storage is not None:
         raw["storage"] = storage
-    return _build(path, raw)
-
-
-def _read_yaml(path: Path) -> dict[str, Any]:
-    raw = read_file(path)
-    if not isinstance(raw, dict):
-        raise SpecError(path, "file", "must be a mapping of sweep fields (name, base, search...)")
     return raw
 
 
@@ -175,61 +360,80 @@ def read_file(path: Path) -> Any:
         raise SpecError(path, "file", f"not valid YAML{where}: {problem}") from None
 
 
-def _apply_smoke(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
+def _smoked(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
+    """The file at --smoke's sizes, with its own `smoke:` section on top of them."""
     own = raw.get("smoke") or {}
-    if not isinstance(own, dict):
-        raise SpecError(path, "smoke", "must be a mapping of overrides")
-    raw = {**raw, **SMOKE_TOP, **{k: v for k, v in own.items() if k != "base"}}
-    raw["base"] = {**(raw.get("base") or {}), **SMOKE_BASE, **(own.get("base") or {})}
-    scheduler = raw.get("scheduler")
+    allowed = [key for key in TOP_LEVEL if key != "smoke"]
+    _mapping(path, "smoke", own, allowed, "must be a mapping of overrides")
+    own_base = own.get("base") or {}
+    if not isinstance(own_base, dict):
+        raise SpecError(path, "smoke.base", "must be a mapping of trial fields")
+    smoked = {**raw, **SMOKE_TOP, **{k: v for k, v in own.items() if k != "base"}}
+    smoked["base"] = {**raw.get("base", {}), **SMOKE_BASE, **own_base}
+    scheduler = smoked.get("scheduler")
     if isinstance(scheduler, dict) and "grace_period" in scheduler:
-        raw["scheduler"] = {**scheduler, "grace_period": raw["base"]["eval_every"]}
-    return raw
+        # A grace period is in full-size steps: one evaluation interval instead.
+        smoked["scheduler"] = {k: v for k, v in scheduler.items() if k != "grace_period"}
+    return smoked
 
 
-def _build(path: Path, raw: dict[str, Any]) -> SweepSpec:
+def _at_smoke(path: Path, error: SpecError, own: dict[str, Any]) -> SpecError:
+    """A problem only --smoke's sizes have: named in the file's `smoke:` section where that set
+    the field, else said to come from the sizes --smoke gives."""
+    parts = error.field.split(".")
+    in_base = parts[0] == "base" and len(parts) > 1
+    section, key = (own.get("base") or {}, parts[1]) if in_base else (own, parts[0])
+    if key in section:
+        return SpecError(path, f"smoke.{error.field}", error.message)
+    sizes = ", ".join(f"{k} {v}" for k, v in {**SMOKE_TOP, **SMOKE_BASE}.items())
+    return SpecError(path, error.field, f"{error.message} (at --smoke's sizes: {sizes}; the "
+                     "file's `smoke:` section may set others)")  # fmt: skip
+
+
+# --- the parts of a sweep file -----------------------------------------------------------------
+
+
+def _mapping(path: Path, where: str, raw: Any, allowed: Any, what: str) -> None:
+    """`raw` must be a mapping (else `what` is wrong) whose keys are all `allowed`."""
+    if not isinstance(raw, dict):
+        raise SpecError(path, where, what)
+    allowed = tuple(allowed)
+    prefix = "" if where == "file" else f"{where}."
     for key in raw:
-        if key not in TOP_LEVEL:
-            raise SpecError(path, key, f"unknown field; allowed: {', '.join(TOP_LEVEL)}")
-    name = raw.get("name", path.stem)
-    if not isinstance(name, str) or not NAME_PATTERN.match(name):
-        raise SpecError(path, "name", f"{name!r} must be letters, digits, '_', '-' or '.'")
-    metric, mode = _objective(path, raw.get("objective", {}))
-    base = _base(path, raw.get("base", {}), metric, mode)
-    search = _search(path, raw.get("search", {}), base, metric, mode)
-    search_alg = _choice(path, "search_alg", _given(raw, "search_alg"), tuple(SAMPLERS))
-    num_samples = _integer(path, "num_samples", _given(raw, "num_samples"), 1)
-    if search_alg == "grid":
-        _check_grid(path, search)
-        num_samples = math.prod(len(p.values) for p in search)  # every point, once
-    spec = SweepSpec(
-        path=str(path),
-        name=name,
-        base=base,
-        search=search,
-        seeds=_seeds(path, _given(raw, "seeds")),
-        search_alg=search_alg,
-        search_seed=_integer(path, "search_seed", _given(raw, "search_seed"), 0),
-        scheduler=_scheduler(path, raw.get("scheduler", Scheduler.name), base),
-        num_samples=num_samples,
-        max_concurrent=_integer(path, "max_concurrent", _given(raw, "max_concurrent"), 1),
-        time_budget=_time_budget(path, raw.get("time_budget")),
-        resources=_resources(path, raw.get("resources", {})),
-        metric=metric,
-        mode=mode,
-        storage=_storage(path, _given(raw, "storage")),
-        max_failures=_integer(path, "max_failures", _given(raw, "max_failures"), 0),
-    )
-    spec.trial_config({})  # base + seeds + objective form a valid trial on their own
-    return spec
+        if key not in allowed:
+            raise SpecError(
+                path, f"{prefix}{key}", f"unknown field; allowed: {', '.join(allowed)}"
+            )
+
+
+def _check_placement(path: Path, spec: SweepSpec) -> None:
+    """A trial on `cuda` needs a GPU from Ray. A zero-GPU trial sees every card of its node
+    (Ray leaves CUDA_VISIBLE_DEVICES alone for it): on `cuda` it would train on a card no one
+    gave it, beside the trials that were."""
+    if spec.resources.gpu > 0:
+        return
+    allowed = ("give each trial a GPU (resources.gpu above 0; fractions share a card), or use "
+               "device auto (a card only where Ray gives one) or cpu")  # fmt: skip
+    if spec.base.get("device") == "cuda":
+        raise SpecError(path, "base.device", f"'cuda' needs a GPU, but resources.gpu is 0: "
+                        f"{allowed}")  # fmt: skip
+    for param in spec.search:
+        if param.name == "device" and "cuda" in param.values:
+            raise SpecError(path, "search.device", f"choice 'cuda' needs a GPU, but "
+                            f"resources.gpu is 0: {allowed}")  # fmt: skip
+
+
+def _check_memory(path: Path, spec: SweepSpec) -> None:
+    """The largest trial the search can make must fit some machine (`budget.CEILING`); whether
+    it fits this one is the sweep's preflight (`budget.check_sweep`), not the file's."""
+    problem = budget.over_ceiling(spec)
+    if problem is not None:
+        raise SpecError(path, budget.location(spec, problem.field), problem.message)
 
 
 def _objective(path: Path, raw: Any) -> tuple[str, str]:
-    if not isinstance(raw, dict):
-        raise SpecError(path, "objective", "must be a mapping with `metric` and `mode`")
-    for key in raw:
-        if key not in ("metric", "mode"):
-            raise SpecError(path, f"objective.{key}", "unknown field; allowed: metric, mode")
+    _mapping(path, "objective", raw, ("metric", "mode"),
+             "must be a mapping with `metric` and `mode`")  # fmt: skip
     metric = _choice(path, "objective.metric", _given(raw, "metric"), tuple(METRICS))
     default_mode = METRICS[metric].mode
     mode = _choice(path, "objective.mode", raw.get("mode", default_mode), MODES)
@@ -246,94 +450,23 @@ def _base(path: Path, raw: Any, metric: str, mode: str) -> dict[str, Any]:
         if key in raw:
             where = "`seeds:`" if key == "seeds" else "`objective:`"
             raise SpecError(path, f"base.{key}", f"set it at the top level, in {where}")
-    try:
-        TrialConfig.from_dict({**raw, "metric": metric, "mode": mode})
-    except ConfigError as error:
-        raise SpecError(path, f"base.{error.field}", error.message) from None
+    _trial(path, {**raw, "metric": metric, "mode": mode})
     return dict(raw)
 
 
-def _search(
-    path: Path, raw: Any, base: dict[str, Any], metric: str, mode: str
-) -> tuple[Param, ...]:
+def _trial(path: Path, values: dict[str, Any]) -> TrialConfig:
+    """A trial of these fields; a ConfigError becomes a SpecError naming where the file set it."""
+    try:
+        return TrialConfig.from_dict(values)
+    except ConfigError as error:
+        where = error.field if error.field == "seeds" else f"base.{error.field}"
+        raise SpecError(path, where, error.message) from None
+
+
+def _search(path: Path, raw: Any, base: dict[str, Any]) -> tuple[Param, ...]:
     if not isinstance(raw, dict):
         raise SpecError(path, "search", "must be a mapping of field: {choice|uniform|...}")
-    fields = {f.name for f in dataclasses.fields(TrialConfig)} - {"seeds", "metric", "mode"}
-    params = []
-    for name, body in raw.items():
-        where = f"search.{name}"
-        if name not in fields:
-            raise SpecError(
-                path, where, f"not a trial field; allowed: {', '.join(sorted(fields))}"
-            )
-        param = _param(path, where, name, body, raw)
-        _check_values(path, where, param, base, metric, mode)
-        params.append(param)
-    return tuple(params)
-
-
-def _param(path: Path, where: str, name: str, body: Any, search: dict[str, Any]) -> Param:
-    if not isinstance(body, dict):
-        raise SpecError(path, where, f"must be a mapping with one of: {', '.join(PARAM_KINDS)}")
-    kinds = [k for k in body if k in PARAM_KINDS]
-    extra = [k for k in body if k not in PARAM_KINDS and k != "when"]
-    if len(kinds) != 1 or extra:
-        raise SpecError(path, where, f"give exactly one of {', '.join(PARAM_KINDS)} (and `when`)")
-    kind = kinds[0]
-    values = body[kind]
-    if kind == "choice":
-        if not isinstance(values, list) or not values:
-            raise SpecError(path, f"{where}.choice", "must be a non-empty list")
-    else:
-        values = _bounds(path, f"{where}.{kind}", kind, values)
-    return Param(name, kind, tuple(values), _when(path, f"{where}.when", body.get("when"), search))
-
-
-def _bounds(path: Path, where: str, kind: str, values: Any) -> list[float]:
-    numeric = int if kind == "int" else (int, float)
-    ok = isinstance(values, list) and len(values) == 2
-    if not ok or not all(isinstance(v, numeric) and not isinstance(v, bool) for v in values):
-        wanted = "integers" if kind == "int" else "numbers"
-        raise SpecError(path, where, f"must be [low, high], two {wanted}; got {values!r}")
-    low, high = values
-    if not low < high:
-        raise SpecError(path, where, f"low must be below high; got [{low}, {high}]")
-    if kind == "loguniform" and low <= 0:
-        raise SpecError(path, where, f"log-uniform bounds must be positive; got [{low}, {high}]")
-    return [low, high]
-
-
-def _when(path: Path, where: str, raw: Any, search: dict[str, Any]):
-    if raw is None:
-        return ()
-    if not isinstance(raw, dict) or not raw:
-        raise SpecError(path, where, "must map a searched field to the value(s) it needs")
-    conditions = []
-    for other, wanted in raw.items():
-        body = search.get(other)
-        if not isinstance(body, dict) or "choice" not in body:
-            raise SpecError(path, f"{where}.{other}", "must name a `choice` field of `search`")
-        wanted = tuple(wanted) if isinstance(wanted, list) else (wanted,)
-        unknown = [w for w in wanted if w not in body["choice"]]
-        if unknown:
-            choices = ", ".join(map(str, body["choice"]))
-            raise SpecError(
-                path, f"{where}.{other}", f"{unknown} not among its choices: {choices}"
-            )
-        conditions.append((other, wanted))
-    return tuple(conditions)
-
-
-def _check_values(
-    path: Path, where: str, param: Param, base: dict[str, Any], metric: str, mode: str
-) -> None:
-    """Each choice and both bounds must make a valid trial (with its `when` fields set)."""
-    context = {**base, **{other: wanted[0] for other, wanted in param.when}}
-    for value in param.values:
-        try:
-            TrialConfig.from_dict({**context, param.name: value, "metric": metric, "mode": mode})
-        except ConfigError as error:
-            raise SpecError(path, where, f"value {value!r}: {error.message}") from None
+    return tuple(Param.from_raw(path, name, body, raw, base) for name, body in raw.items())
 
 
 def _check_grid(path: Path, search: tuple[Param, ...]) -> None:
@@ -345,72 +478,43 @@ def _check_grid(path: Path, search: tuple[Param, ...]) -> None:
             )  # fmt: skip
 
 
-def _scheduler(path: Path, raw: Any, base: dict[str, Any]) -> Scheduler:
-    if isinstance(raw, str):
-        raw = {"name": raw}
-    if not isinstance(raw, dict):
-        names = ", ".join(f"`{name}`" for name in SCHEDULERS)
-        raise SpecError(path, "scheduler", f"must be {names} or a mapping with `name`")
-    allowed = ("name", "grace_period", "reduction_factor")
-    for key in raw:
-        if key not in allowed:
-            raise SpecError(
-                path, f"scheduler.{key}", f"unknown field; allowed: {', '.join(allowed)}"
-            )
-    name = _choice(path, "scheduler.name", raw.get("name", Scheduler.name), tuple(SCHEDULERS))
-    config = TrialConfig.from_dict({**base, "seeds": [0]})
-    default_grace = min(config.eval_every, config.steps)
-    grace = _integer(path, "scheduler.grace_period", raw.get("grace_period", default_grace), 1)
-    if name == "asha" and grace > config.steps:
-        raise SpecError(
-            path, "scheduler.grace_period", f"{grace} exceeds base.steps ({config.steps})"
-        )
-    factor = raw.get("reduction_factor", Scheduler.reduction_factor)
-    if not isinstance(factor, int | float) or isinstance(factor, bool) or factor <= 1:
-        raise SpecError(
-            path, "scheduler.reduction_factor", f"must be a number > 1; got {factor!r}"
-        )
-    return Scheduler(name, grace, float(factor))
-
-
-def _resources(path: Path, raw: Any) -> Resources:
-    if not isinstance(raw, dict):
-        raise SpecError(path, "resources", "must be a mapping with `cpu` and/or `gpu`")
-    values = {}
-    for key, value in raw.items():
-        if key not in ("cpu", "gpu"):
-            raise SpecError(path, f"resources.{key}", "unknown field; allowed: cpu, gpu")
-        if not isinstance(value, int | float) or isinstance(value, bool) or value < 0:
-            raise SpecError(path, f"resources.{key}", f"must be a number >= 0; got {value!r}")
-        if value > 1 and value != int(value):
-            raise SpecError(path, f"resources.{key}", f"fractions only below 1; got {value}")
-        values[key] = float(value)
-    resources = Resources(**values)
-    if resources.cpu == 0 and resources.gpu == 0:
-        raise SpecError(path, "resources", "a trial needs some cpu or gpu")
-    return resources
-
-
 def _seeds(path: Path, raw: Any) -> tuple[int, ...]:
+    """A count (seeds 0..n-1) or a list of seeds, by the trial's own rule (`check_seeds`)."""
     if isinstance(raw, int) and not isinstance(raw, bool):
-        if raw < 1:
-            raise SpecError(path, "seeds", f"must be at least 1; got {raw}")
+        if not 1 <= raw <= MAX_SEEDS:  # checked before the range is made
+            raise SpecError(path, "seeds", f"must be at least 1 and at most {MAX_SEEDS:,} (seeds "
+                            f"a trial); got {raw}")  # fmt: skip
         return tuple(range(raw))
-    if isinstance(raw, list) and raw and all(isinstance(s, int) for s in raw):
-        if len(set(raw)) != len(raw):
-            raise SpecError(path, "seeds", f"must be distinct; got {raw}")
-        return tuple(raw)
-    raise SpecError(path, "seeds", f"must be a count or a list of integers; got {raw!r}")
+    wanted = "a count or a list of integers"
+    seeds = _value(path, "seeds", raw, tuple[int, ...], wanted)
+    if not seeds:
+        raise SpecError(path, "seeds", f"must be {wanted}; got {raw!r}")
+    if len(set(seeds)) != len(seeds):
+        raise SpecError(path, "seeds", f"must be distinct; got {raw}")
+    try:
+        check_seeds(seeds)
+    except ConfigError as error:
+        raise SpecError(path, "seeds", error.message) from None
+    return seeds
+
+
+def _search_seed(path: Path, raw: Any) -> int:
+    seed = _integer(path, "search_seed", raw, 0)
+    if seed >= SEARCH_SEED_LIMIT:
+        raise SpecError(path, "search_seed", f"must be below 2**32 (Optuna's samplers seed "
+                        f"numpy with it); got {seed}")  # fmt: skip
+    return seed
 
 
 def _time_budget(path: Path, raw: Any) -> float | None:
-    if raw is None:
+    seconds = _value(path, "time_budget", raw, float | None, "seconds > 0 or null")
+    if seconds is None:
         return None
-    if not isinstance(raw, int | float) or isinstance(raw, bool) or not raw > 0:
+    if not seconds > 0:
         raise SpecError(path, "time_budget", f"must be seconds > 0 or null; got {raw!r}")
-    if not math.isfinite(raw):
+    if not math.isfinite(seconds):
         raise SpecError(path, "time_budget", "must be finite (use null for no budget)")
-    return float(raw)
+    return seconds
 
 
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "file")  # URIs Ray and pyarrow write to
@@ -427,6 +531,19 @@ def _storage(path: Path, raw: Any) -> str:
     return raw
 
 
+# --- plain values -------------------------------------------------------------------------------
+
+
+def _value(path: Path, where: str, value: Any, hint: Any, wanted: str, shown: Any = None) -> Any:
+    """`value` as type `hint` by the trial fields' rule (`config.coerce`); otherwise a SpecError
+    saying it must be `wanted` (and showing `shown`, by default the value)."""
+    try:
+        return coerce(where, value, hint)
+    except ConfigError:
+        shown = value if shown is None else shown
+        raise SpecError(path, where, f"must be {wanted}; got {shown!r}") from None
+
+
 def _choice(path: Path, where: str, value: Any, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise SpecError(path, where, f"{value!r} is not one of: {', '.join(allowed)}")
@@ -434,6 +551,7 @@ def _choice(path: Path, where: str, value: Any, allowed: tuple[str, ...]) -> str
 
 
 def _integer(path: Path, where: str, value: Any, minimum: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+    number = _value(path, where, value, int, f"an integer >= {minimum}")
+    if number < minimum:
         raise SpecError(path, where, f"must be an integer >= {minimum}; got {value!r}")
-    return value
+    return number

@@ -10,8 +10,7 @@ goes on.
 """
 
 import functools
-import json
-import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -27,7 +26,7 @@ from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import TrialScheduler
 from ray.tune.search.optuna import OptunaSearch
 
-from ganlab import rundir, runlock, storage
+from ganlab import journal, protocols, rayprivate, raystart, rundir, runlock, storage, tunestate
 from ganlab.collect import (
     Changes,
     CollectError,
@@ -37,11 +36,17 @@ from ganlab.collect import (
     first_line,
     local,
 )
+from ganlab.devices import trial_device
+from ganlab.preflight import (
+    check_run_dir,
+    running_error,
+    write_record,
+)
 from ganlab.reports import EvalReport, RunContext
 from ganlab.rundir import EXPERIMENT, JOURNAL, RECORD, SAMPLES_FILE, STATE_FILE
 from ganlab.search import SAMPLERS, SCHEDULERS
 from ganlab.space import SearchSpace
-from ganlab.spec import BadInput, SweepSpec
+from ganlab.spec import SweepSpec
 from ganlab.trial import Trial, read_state
 
 CHECKPOINTS_KEPT = 2
@@ -50,203 +55,21 @@ RETRY_FIRST_S, RETRY_MAX_S = 5.0, 120.0  # back-off of a collection that failed
 FINAL_ATTEMPTS = 4
 MANY_PENDING = 100  # a collection of this many trials says so first
 SYNC_PERIOD_S = 30  # how often the driver copies trial results to a remote storage
-
-
-class SweepError(BadInput):
-    """A sweep that cannot start as asked (exit code 2 at the command line)."""
-
-
-def run_dir_of(spec: SweepSpec) -> Path:
-    """Where the tables, the journal and the report go: `<storage>/<name>` for local storage,
-    `./runs/<name>` (and a copy on the storage) for a URI."""
-    if spec.is_remote_storage:
-        return Path(rundir.RUNS).resolve() / spec.name
-    return Path(spec.storage).expanduser().resolve() / spec.name
-
-
-def check(spec: SweepSpec, resume: bool, address: str | None) -> Path:
-    """Everything a sweep needs before it starts, checked without writing anything; raises
-    SweepError naming the sweep file. Returns the run directory."""
-    run_dir = run_dir_of(spec)
-    check_not_running(spec, run_dir)
-    check_writable(spec, run_dir)
-    check_run_dir(spec, resume)
-    check_resources(spec, address)
-    check_storage(spec, address)
-    return run_dir
-
-
-def check_not_running(spec: SweepSpec, run_dir: Path) -> None:
-    holder = runlock.holder(run_dir)
-    if holder is not None:
-        raise _running(spec, run_dir, holder)
-
-
-def _running(spec: SweepSpec, run_dir: Path, holder: str) -> SweepError:
-    return SweepError(
-        f"{spec.path}: another sweep named {spec.name!r} is running in {run_dir} ({holder}); "
-        "wait for it to end, or give this one another `name`"
-    )
-
-
-def check_writable(spec: SweepSpec, run_dir: Path) -> None:
-    """The run directory (and a `file://` storage) must be a directory this process can write."""
-    places = [run_dir]
-    if spec.storage.startswith("file://"):
-        places.append(Path(spec.storage_uri.removeprefix("file://")))
-    for place in places:
-        existing = place
-        while not existing.exists() and existing != existing.parent:
-            existing = existing.parent
-        if not existing.is_dir():
-            raise SweepError(f"{spec.path}: storage: {existing} is a file, not a directory; "
-                             "set `storage:` (or --storage) to a directory")  # fmt: skip
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise SweepError(f"{spec.path}: storage: cannot write in {existing} (no permission, "
-                             "or a read-only file system); set `storage:` (or --storage) to a "
-                             "directory you can write")  # fmt: skip
-
-
-def check_run_dir(spec: SweepSpec, resume: bool) -> Path:
-    """Refuse to overwrite a previous sweep, to resume one that is not there, and to resume one
-    as another sweep than it was started as."""
-    run_dir = run_dir_of(spec)
-    exists = (run_dir / EXPERIMENT).exists() or (run_dir / JOURNAL).exists()
-    if spec.is_remote_storage:
-        exists = exists or storage.exists(f"{spec.storage_uri}/{EXPERIMENT}")
-    if exists and not resume:
-        raise SweepError(f"{spec.path}: {spec.storage_uri} holds a sweep already: add --resume "
-                         "to continue it, or give the sweep another `name`")  # fmt: skip
-    if resume and not exists:
-        raise SweepError(f"{spec.path}: --resume: no sweep to resume in {spec.storage_uri}")
-    if resume:
-        _check_same_sweep(spec, run_dir)
-    return run_dir
-
-
-def _check_same_sweep(spec: SweepSpec, run_dir: Path) -> None:
-    recorded = _read_record(spec, run_dir)
-    if recorded is None:  # started before sweeps kept a record
-        return
-    now = spec.record()
-    changed = [key for key in now if recorded.get(key) != now[key]]
-    if not changed:
-        return
-    details = "; ".join(
-        f"{key} was {_short(recorded.get(key))}, now {_short(now[key])}" for key in changed
-    )
-    raise SweepError(
-        f"{spec.path}: --resume continues the sweep as it was started, and Ray and Optuna would "
-        f"ignore a change, but {', '.join(changed)} changed ({details}). Put the file back as it "
-        "was, or start a new sweep under another `name`."
-    )
-
-
-def _short(value: Any, limit: int = 160) -> str:
-    text = json.dumps(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
-
-
-def _read_record(spec: SweepSpec, run_dir: Path) -> dict | None:
-    path = run_dir / RECORD
-    if path.exists():
-        return json.loads(path.read_text())
-    if spec.is_remote_storage:
-        text = storage.read_text(f"{spec.storage_uri}/{RECORD}")
-        return None if text is None else json.loads(text)
-    return None
-
-
-def _write_record(spec: SweepSpec, run_dir: Path) -> None:
-    rundir.atomic_write_text(run_dir / RECORD, json.dumps(spec.record(), indent=1) + "\n")
-
-
-def check_resources(spec: SweepSpec, address: str | None) -> None:
-    """On a private local Ray, a trial asking for more than this machine has would wait forever."""
-    if address is not None:
-        return  # a cluster may grow (the autoscaler adds nodes for waiting trials)
-    # Ray's own detection, which `ray.init` uses (CPU quotas of containers included).
-    have = {
-        "cpu": float(ray._private.utils.get_num_cpus()),
-        "gpu": float(
-            ray._private.accelerators.get_accelerator_manager_for_resource(
-                "GPU"
-            ).get_current_node_num_accelerators()
-        ),
-    }
-    for key, count in have.items():
-        need = getattr(spec.resources, key)
-        if need > count:
-            raise SweepError(
-                f"{spec.path}: resources.{key}: a trial asks for {need:g} {key.upper()}, but this "
-                f"machine has {count:g}, so on a local Ray it would wait forever; ask for at most "
-                f"{count:g}, or join a cluster that has them with --address"
-            )
-
-
-NETWORK_FILE_SYSTEMS = (
-    "nfs", "nfs4", "cifs", "smb3", "ceph", "lustre", "glusterfs", "beegfs", "gpfs", "efs", "9p",
-    "fuse.s3fs", "fuse.gcsfuse", "fuse.juicefs",
-)  # fmt: skip
-
-
-def check_storage(spec: SweepSpec, address: str | None) -> None:
-    """Trials on other machines must write to storage every node can reach.
-
-    A local path is fine while every node is this machine and this machine can run a trial;
-    otherwise (several machines, or a head that runs no trials and waits for autoscaled
-    workers) it must be a cloud URI or a network file system.
-    """
-    if address is None or spec.is_remote_storage:
-        return
-    _start_ray(address)
-    here = ray.get_runtime_context().get_node_id()
-    nodes = [node for node in ray.nodes() if node["Alive"]]
-    this_node = next(node for node in nodes if node["NodeID"] == here)
-    hosts = {node["NodeManagerAddress"] for node in nodes}
-    elsewhere = hosts - {this_node["NodeManagerAddress"]}
-    can_run_here = all(
-        this_node["Resources"].get(key, 0.0) >= need
-        for key, need in (("CPU", spec.resources.cpu), ("GPU", spec.resources.gpu))
-    )
-    if (elsewhere or not can_run_here) and not _on_network_file_system(run_dir_of(spec)):
-        ray.shutdown()
-        where = (
-            f"the cluster spans {len(hosts)} machines ({', '.join(sorted(hosts))})"
-            if elsewhere
-            else "this node cannot run a trial, so trials will run on other machines"
-        )
-        raise SweepError(
-            f"{spec.path}: storage {spec.storage!r} is a local path, but {where}: their trials "
-            "could not write there. Set `storage:` in the sweep file (or --storage) to a cloud "
-            "URI such as s3://my-bucket/ganlab-runs, or to a shared file system (NFS, EFS) "
-            "mounted at the same path on every node."
-        )
-
-
-def _on_network_file_system(path: Path) -> bool:
-    """Whether `path` lies on a mount of a network file system (per /proc/mounts)."""
-    best, fstype = "", ""
-    try:
-        mounts = Path("/proc/mounts").read_text().splitlines()
-    except OSError:
-        return False
-    for line in mounts:
-        _, mount_point, kind = line.split()[:3]
-        inside = str(path).startswith(mount_point.rstrip("/") + "/") or mount_point == "/"
-        if inside and len(mount_point) >= len(best):
-            best, fstype = mount_point, kind
-    return fstype in NETWORK_FILE_SYSTEMS
+SNAPSHOT_EVERY_S = 1.0  # how often a good copy of Tune's state may be taken
 
 
 # --- the trainable --------------------------------------------------------------------------
 
 
-def train(params: dict[str, Any], spec: SweepSpec) -> None:
-    """Ray Tune function trainable: one configuration × the sweep's seeds."""
+def train(params: dict[str, Any], spec: SweepSpec, shipped: protocols.Shipped) -> None:
+    """Ray Tune function trainable: one configuration × the sweep's seeds, evaluated with the
+    assets the driver `shipped` (the same on every node)."""
     started_at = time.time()
     config = spec.trial_config(params)
-    trial = Trial(config)
+    # Where Ray put it: `auto` is a card only when Ray gave the trial a GPU (a zero-GPU task sees
+    # every card). The rows keep the configuration as asked; `device_used` says where it ran.
+    placed = config.replace(device=trial_device(config.device, ray.get_gpu_ids()).type)
+    trial = Trial(placed, assets=protocols.assets_for(placed, shipped))
     node_id = ray.get_runtime_context().get_node_id()
     checkpoint = tune.get_checkpoint()
     resumed_from = restore(trial, checkpoint) if checkpoint is not None else None
@@ -303,8 +126,8 @@ def _this_and_older(checkpoint: tune.Checkpoint) -> Iterator[tune.Checkpoint]:
 
 
 def journal_storage(run_dir: Path) -> optuna.storages.JournalStorage:
-    backend = optuna.storages.journal.JournalFileBackend(str(run_dir / JOURNAL))
-    return optuna.storages.JournalStorage(backend)
+    """The sweep's Optuna study storage: the journal file, safe against cuts and full disks."""
+    return journal.journal_storage(run_dir / JOURNAL)
 
 
 class JournalSearch(OptunaSearch):
@@ -316,11 +139,36 @@ class JournalSearch(OptunaSearch):
     trial stands (a resumed trial repeats the same values), so such a report is dropped.
     """
 
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        """Restore, then hand on the suggestions a killed driver had asked for but Tune never
+        recorded: each orphan is closed as FAIL and its parameters queued, so the next trial
+        runs them (a grid's point is run, not skipped or doubled; TPE ignores the orphan)."""
+        super().restore_from_dir(checkpoint_dir)
+        study = rayprivate.search_study(self)
+        known = {ot_trial.number for ot_trial in rayprivate.search_trials(self).values()}
+        running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+        for orphan in (t for t in running if t.number not in known):
+            params = _orphan_params(study, orphan)
+            if params:  # an orphan killed before any parameter was chosen has none to hand on
+                study.enqueue_trial(params, skip_if_exists=False)
+            study.tell(orphan.number, state=optuna.trial.TrialState.FAIL)
+
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
         try:
             super().on_trial_result(trial_id, result)
         except optuna.exceptions.UpdateFinishedTrialError:
-            self._completed_trials.add(trial_id)  # finished in the journal: nothing to report
+            rayprivate.mark_search_trial_done(self, trial_id)  # finished in the journal
+
+
+def _orphan_params(study: optuna.Study, orphan: optuna.trial.FrozenTrial) -> dict[str, Any]:
+    """What an orphaned suggestion was to run: its grid point where a GridSampler chose it (the
+    driver may have died before the space suggested every parameter, and a grid's queued trial
+    must name them all), else the parameters it had."""
+    if not isinstance(study.sampler, optuna.samplers.GridSampler):
+        return orphan.params
+    if "grid_id" not in orphan.system_attrs:  # no point chosen: closed as FAIL, none is lost
+        return {}
+    return rayprivate.grid_point(study.sampler, orphan.system_attrs["grid_id"])
 
 
 def _searcher(spec: SweepSpec, run_dir: Path) -> OptunaSearch | None:
@@ -360,6 +208,13 @@ class Progress(tune.Callback):
         self.error: Exception | None = None
         self.next_collect = 0.0  # monotonic time of the next collection
         self.start = time.monotonic()
+        self.staging: Path | None = None  # Tune's staging directory of its experiment state
+        self.next_snapshot = 0.0
+        self.snapshot_failed = False
+
+    def setup(self, **info) -> None:
+        # Tune calls this after restoring its state and before starting any trial.
+        tunestate.check_restored()
 
     def on_trial_result(self, iteration, trials, trial, result, **info) -> None:
         report = EvalReport.from_dict(result)  # what `train` reported; Ray's own keys ignored
@@ -371,6 +226,7 @@ class Progress(tune.Callback):
             f"diverged {diverged}/{len(report.seeds)}"
         )
         self.changed[trial.trial_id] = trial
+        self.staging = Path(trial.storage.experiment_driver_staging_path)
         if time.monotonic() >= self.next_collect:
             self.collect()
 
@@ -393,12 +249,23 @@ class Progress(tune.Callback):
         self.changed.update((t.trial_id, t) for t in trials)
         self.collect()
 
+    def on_step_end(self, iteration, trials, **info) -> None:
+        # Tune saves its state inside a step: between steps the staged files are whole.
+        if self.staging is None and trials:
+            self.staging = Path(trials[0].storage.experiment_driver_staging_path)
+        if time.monotonic() >= self.next_snapshot:
+            self.next_snapshot = time.monotonic() + SNAPSHOT_EVERY_S
+            self._snapshot()
+
     def collect(self) -> bool:
-        """Collect the trials that changed; False (reported, retried later) when it failed."""
+        """Collect the trials that changed, and keep a good copy of Tune's state; False
+        (reported, retried later) when collecting failed."""
         for trial in self.changed.values():
+            self.staging = Path(trial.storage.experiment_driver_staging_path)
             if trial.storage.trial_dir_name is not None:  # None: never started, no files
                 self.collector.update(_source(trial))
         self.changed.clear()
+        self._snapshot()
         if len(self.collector.pending) >= MANY_PENDING:  # e.g. every trial, after a resume
             self.echo(f"collecting {len(self.collector.pending)} trials into the tables")
         try:
@@ -419,6 +286,21 @@ class Progress(tune.Callback):
         self.failures = 0
         self.next_collect = time.monotonic() + COLLECT_EVERY_S
         return True
+
+    def _snapshot(self) -> None:
+        """Keep Tune's staged experiment state, whole, for a resume after a cut write. Tune
+        writes it in the thread that calls the callbacks, so here it is never half written."""
+        if self.staging is None or not self.staging.is_dir():
+            return
+        try:
+            tunestate.snapshot(self.staging, self.run_dir)
+        except OSError as error:  # a full disk: the previous good copy stays
+            if not self.snapshot_failed:
+                self.echo(f"keeping a copy of Tune's state failed ({error.strerror}); the last "
+                          "good copy stays, the sweep goes on")  # fmt: skip
+            self.snapshot_failed = True
+            return
+        self.snapshot_failed = False
 
     def _push(self, changes: Changes) -> None:
         """Copy what changed next to Ray's experiment on the storage."""
@@ -478,52 +360,86 @@ def run(
             check_run_dir(spec, resume)  # again: another sweep may have started meanwhile
             _run(spec, run_dir, address, resume, echo)
     except runlock.Locked as locked:
-        raise _running(spec, run_dir, locked.holder) from None
+        raise running_error(spec, run_dir, locked.holder) from None
     return run_dir
 
 
 def _run(spec: SweepSpec, run_dir: Path, address: str | None, resume: bool, echo) -> None:
     if spec.is_remote_storage:
         storage.pull(spec.storage_uri, run_dir, [RECORD, JOURNAL])
+    # A driver killed inside an append leaves a partial line, which the next append would glue
+    # to a whole one: cut it before any searcher, resumed or new, opens the journal.
+    journal.cut_partial_line(run_dir / JOURNAL)
     if not resume:
-        _write_record(spec, run_dir)
-    started = _start_ray(address)
+        write_record(spec, run_dir)
+    started = raystart.start(address)
     try:
+        shipped = protocols.prepare(spec, run_dir, echo)
         progress = Progress(spec, run_dir, echo)
-        _tuner(spec, run_dir, resume, progress).fit()
+        experiment = _experiment_uri(spec, run_dir)
+        if resume:
+            resume = _restorable(spec, run_dir, experiment, echo)
+        with tunestate.RestoreGuard(experiment):
+            _fit(_tuner(spec, run_dir, resume, progress, shipped))
         close_study(spec, run_dir)
         progress.finish()
-    finally:
-        if started:
-            ray.shutdown()
+    except BaseException:
+        kept = raystart.stop(started, keep_logs=True)  # the workers' output tells what failed
+        if kept is not None:
+            echo(f"Ray's logs of this sweep are kept in {kept}")
+        raise
+    raystart.stop(started)
 
 
-def _start_ray(address: str | None) -> bool:
-    """Start (or join) Ray; True when this call started it, so it is ours to shut down."""
-    if ray.is_initialized():
+def _restorable(spec: SweepSpec, run_dir: Path, experiment: str, echo) -> bool:
+    """Make Tune's saved state fit to restore: as it is, or from the last good copy
+    (`ganlab.tunestate`). Where neither is to be had and no trial had finished, False: the
+    sweep starts from its beginning, losing nothing (its tables and study held only trials that
+    run again). Else it is refused (`StateLost`)."""
+    fs, path = storage.open_uri(experiment)
+    bad = tunestate.problems(fs, path)
+    if not bad or tunestate.repair(fs, path, run_dir, bad, echo):
+        tunestate.realign_checkpoints(fs, path, echo)
+        return True
+    if tunestate.finished_any(fs, path) or _finished_in_tables(run_dir):
+        raise tunestate.lost(experiment, run_dir, bad)
+    echo("no trial of the stopped sweep had finished and Tune had saved no usable state: it "
+         "starts again from its beginning")  # fmt: skip
+    fs.delete_dir_contents(path, missing_dir_ok=True)
+    for name in (JOURNAL, *rundir.TABLES):
+        target = run_dir / name
+        if target.is_dir():
+            shutil.rmtree(target)
+        target.unlink(missing_ok=True)
+    if spec.is_remote_storage:
+        storage.delete(spec.storage_uri, [JOURNAL])
+    return False
+
+
+def _finished_in_tables(run_dir: Path) -> bool:
+    from ganlab import results
+
+    try:
+        trials, _ = results.load(run_dir)
+    except FileNotFoundError:
         return False
-    # Checkpointing every evaluation is the design; Ray's warning about it is noise here.
-    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
-    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
-    if address is None:  # a private local cluster on loopback, no dashboard, token auth on
-        _use_loopback()
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
-    else:  # joining a cluster: authenticate with this machine's token where there is one
-        if os.environ.get("RAY_AUTH_TOKEN") or Path("~/.ray/auth_token").expanduser().exists():
-            os.environ.setdefault("RAY_AUTH_MODE", "token")
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
-    return True
+    return bool(trials.status.isin(["completed", "collapsed", "diverged"]).any())
 
 
-def _use_loopback() -> None:
-    """Make a private cluster's node address 127.0.0.1, so its servers listen on loopback.
+def _experiment_uri(spec: SweepSpec, run_dir: Path) -> str:
+    """Ray's experiment directory, as a URI (a local one as `file://`)."""
+    if spec.is_remote_storage:
+        return f"{spec.storage_uri}/{EXPERIMENT}"
+    return (run_dir / EXPERIMENT).as_uri()
 
-    On Linux, Ray turns a loopback `_node_ip_address` into the machine's routable address;
-    only its single-machine mode (the default on macOS and Windows) keeps 127.0.0.1. The
-    constant is read at call time; the variable carries it to the processes Ray starts.
-    """
-    os.environ["RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"] = "0"
-    ray._private.ray_constants.ENABLE_RAY_CLUSTER = False
+
+def _fit(tuner: tune.Tuner) -> None:
+    """`tuner.fit()`; a resume Tune could not restore is refused, whatever Tune raised."""
+    try:
+        tuner.fit()
+    except Exception:
+        tunestate.check_restored()  # the refusal, in place of Tune's wrapped error
+        raise
 
 
 def trial_dir_name(trial) -> str:
@@ -532,9 +448,13 @@ def trial_dir_name(trial) -> str:
     return rundir.trial_dir_name(trial.trial_id)
 
 
-def _tuner(spec: SweepSpec, run_dir: Path, resume: bool, progress: Progress) -> tune.Tuner:
+def _tuner(
+    spec: SweepSpec, run_dir: Path, resume: bool, progress: Progress, shipped: protocols.Shipped
+) -> tune.Tuner:
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
-    trainable = tune.with_resources(tune.with_parameters(train, spec=spec), resources)
+    # The protocol's assets go to every node once, through Ray's object store.
+    trainable = tune.with_parameters(train, spec=spec, shipped=shipped)
+    trainable = tune.with_resources(trainable, resources)
     where = spec.storage_uri if spec.is_remote_storage else str(run_dir)
     # Our own JSON logger ahead of Progress: Tune appends its loggers after the callbacks it is
     # given, and Progress collects result.json, which must hold the result it is told of.
@@ -543,9 +463,7 @@ def _tuner(spec: SweepSpec, run_dir: Path, resume: bool, progress: Progress) -> 
         tuner = tune.Tuner.restore(
             f"{where}/{EXPERIMENT}", trainable, resume_unfinished=True, resume_errored=True
         )
-        # A restored Tuner runs with the callbacks pickled when the sweep started (the old
-        # process's echo and collector); this process's own take their place.
-        tuner._local_tuner.get_run_config().callbacks = callbacks
+        rayprivate.replace_restored_callbacks(tuner, callbacks)
         return tuner
     tune_config = tune.TuneConfig(
         metric="objective",

@@ -18,12 +18,33 @@ GradScaler), as does its EMA. The host reads the flags at the next evaluation an
 trains the seed no more; until then its forward and backward passes run to no effect, except that
 BatchNorm running statistics and spectral-norm power iterations go on moving. A diverged seed is
 never evaluated again.
+
+Execution: the seeds train one after another at each step (`sequential`), or as one stacked
+model whose every layer has a seed dimension (`batched`, `ganlab.batched`), as `execution` says
+(`auto`: `ganlab.execution.RULE`, per device type and architecture). Each seed's numbers are the
+same either way up to float rounding: its own draws, weights, Adam state, EMA, signals and fate.
+The seeds' own modules and optimisers stay the trial's record, copied into the stacked model
+before a batched `train` call and back after it, so evaluation, checkpoints (per seed) and
+resumption are those of either execution. Evaluation measures all live seeds together: one
+generator pass, one extractor pass, one read.
+
+Numerics: training runs in the configured `fp32_precision` and, if `deterministic`, with
+deterministic algorithms (`devices.numerics`); evaluation in IEEE float32 with the same
+determinism. Both are process-global, so they are set for each `train` and `evaluate` call and put
+back after it: trials that take turns in one process each get their own.
+
+Checkpoints move between devices. A seed's random states are saved with the device type of the
+generator that wrote them; loaded into a generator of another type (a card's checkpoint into a
+CPU or `meta` trial, whose generators are CPU ones, or back), they cannot be restored, so each
+stream is reseeded from (seed, step, stream) (`devices.reseed_value`), and the trial records the
+move in `reseeds` (kept in its state and carried by every later report).
 """
 
 import copy
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -31,19 +52,25 @@ import torch
 from torch import Tensor, nn
 
 from ganlab import data as datasets
-from ganlab import models
+from ganlab import execution, initial, models
+from ganlab.batched import BatchedSeeds
 from ganlab.config import TrialConfig
 from ganlab.devices import (
+    device_name,
+    full_precision,
     generator_state,
+    numerics,
     resolve_device,
+    restore_generator,
     seeded_generator,
-    set_generator_state,
+    state_device_type,
     synchronize,
 )
 from ganlab.losses import LOSSES
 from ganlab.metrics import Evaluator
+from ganlab.metrics.assets import EvalAssets
 from ganlab.objective import mode_outcome, robust_objective
-from ganlab.penalties import PENALTIES
+from ganlab.penalties import PENALTIES, no_penalty
 from ganlab.reports import SIGNALS, EvalReport, SeedReport
 
 Report = Callable[[EvalReport], None]
@@ -54,7 +81,10 @@ STEP_SIGNALS = tuple(name for name in SIGNALS if name not in G_SIGNALS) + G_SIGN
 (loss, logits on real, logits on fake, gradient norm; loss, gradient norm)."""
 EVAL_SEED_OFFSET = 1_000_003  # evaluation draws from its own generator, apart from training's
 EVAL_CHUNK = 1000  # fakes generated at once in an evaluation
-PLACEMENT = ("device", "data_dir", "download")  # config fields a checkpoint may differ in
+# Config fields a checkpoint may differ in: where it runs and reads its data, and how its seeds
+# are executed (the checkpoint's layout is per seed either way).
+PLACEMENT = ("device", "data_dir", "download", "execution", "cuda_graphs")
+STREAMS = ("rng", "eval_rng")  # a seed's random streams, by their names in its state
 
 
 @dataclass
@@ -98,16 +128,35 @@ class Seed:
 class Trial:
     """Train `config` over its seeds; `run()` reports after every evaluation."""
 
-    def __init__(self, config: TrialConfig, report: Report | None = None):
+    def __init__(
+        self,
+        config: TrialConfig,
+        report: Report | None = None,
+        assets: EvalAssets | Sequence[EvalAssets] | None = None,
+    ):
+        """`assets`: the protocol's real side, as a sweep's driver made it for every trial
+        (`ganlab.protocols`): one per sample count the trial evaluates with (`n_eval`, and
+        `n_eval_rung` where it differs); None makes them here (`ganlab trial`)."""
         self.config = config
         self.report = report or (lambda result: None)
         self.device = resolve_device(config.device)
         data = datasets.load(config.dataset, config.data_dir, config.download)
-        self.evaluator = Evaluator(data, config.n_eval, str(self.device))
+        final = data.n_eval if config.n_eval is None else config.n_eval
+        # The last evaluation's, and the earlier ones' (the same where the counts are).
+        self.evaluator = Evaluator(data, final, str(self.device), _assets(assets, final, final))
+        self.rung_evaluator = self.evaluator
+        if config.n_eval_rung is not None and config.n_eval_rung != final:
+            rung = config.n_eval_rung
+            self.rung_evaluator = Evaluator(data, rung, str(self.device),
+                                            _assets(assets, rung, final))  # fmt: skip
         self.data = data.to(self.device)  # resident for the whole trial: no copies per step
         self.loss = LOSSES[config.loss]
-        self.penalty = PENALTIES[config.penalty]
+        # The do-nothing penalty, or a weight of 0, runs no kernel at all.
+        active = config.penalty_weight and PENALTIES[config.penalty] is not no_penalty
+        self.penalty = PENALTIES[config.penalty] if active else None
         self.seeds = [self._build_seed(seed) for seed in config.seeds]
+        self.execution = execution.choose(config, self.device)
+        self._batched: BatchedSeeds | None = None  # the stacked live seeds, when batched
         # What the checked signals may reach: losses and logits finite, gradient norms bounded.
         # D's step checks (loss_d, d_real, d_fake, grad_norm_d), G's (loss_g, grad_norm_g).
         finite, grad = torch.finfo(torch.float32).max, config.max_grad_norm
@@ -119,6 +168,8 @@ class Trial:
         self.train_s = 0.0
         self.history: list[EvalReport] = []
         self.samples: dict[int, Tensor] = {}
+        # Each load that reseeded random streams: {"step": int, "from": type, "to": type}.
+        self.reseeds: list[dict[str, Any]] = []
 
     # --- construction ---------------------------------------------------------------------
 
@@ -160,17 +211,35 @@ class Trial:
         return self.history
 
     def train(self, n_steps: int) -> None:
-        """`n_steps` steps of every live seed, seed after seed at each step."""
+        """`n_steps` steps of every live seed: all at once as one stacked model (`batched`), or
+        seed after seed at each step (`sequential`), as `self.execution` says."""
         start = time.perf_counter()
         live = [s for s in self.seeds if s.alive]
-        for _ in range(n_steps):
-            self.step += 1
-            for seed in live:
-                self._train_step(seed)
-        synchronize(self.device)  # the steps are done, not only queued
+        with self._numerics():
+            if self.execution == "batched" and live and n_steps > 0:
+                engine = self._stacked(live)
+                engine.run(n_steps)
+                engine.store()
+                self.step += n_steps
+            else:
+                for _ in range(n_steps):
+                    self.step += 1
+                    for seed in live:
+                        self._train_step(seed)
+            synchronize(self.device)  # the steps are done, not only queued
         elapsed = time.perf_counter() - start
         self.train_s += elapsed
         self.wall_s += elapsed
+
+    def _stacked(self, live: list[Seed]) -> BatchedSeeds:
+        """The batched engine of the `live` seeds, loaded with their current state. Kept while
+        the same seeds live (a captured CUDA graph stays valid); rebuilt when one has died."""
+        if self._batched is None or [s.seed for s in self._batched.seeds] != [
+            s.seed for s in live
+        ]:
+            self._batched = BatchedSeeds(self.config, self.data, live)
+        self._batched.load()
+        return self._batched
 
     def _train_step(self, s: Seed) -> None:
         """One step of one seed, host-free: every value stays on the device."""
@@ -182,7 +251,7 @@ class Trial:
                 fake = s.g(self._noise(batch, s.rng))
             d_real, d_fake = s.d(real), s.d(fake.detach())
             d_loss, _ = self.loss(d_real, d_fake)
-            if cfg.penalty_weight:
+            if self.penalty is not None:
                 d_loss = d_loss + cfg.penalty_weight * self.penalty(
                     s.d, real, fake.detach(), s.rng
                 )
@@ -195,8 +264,7 @@ class Trial:
             _check(s, d_signals, self._d_limits)
             s.opt_d.step()
             if cfg.clip:
-                for p in s.d.parameters():
-                    p.data.clamp_(-cfg.clip, cfg.clip)
+                _clip(s.d_params, cfg.clip)
         d_fake_g = s.d(fake)
         _, g_loss = self.loss(d_real.detach(), d_fake_g)
         s.opt_g.zero_grad(set_to_none=True)
@@ -220,7 +288,11 @@ class Trial:
     def evaluate(self) -> EvalReport:
         """Measure every live seed now, report, and return the report."""
         start = time.perf_counter()
-        per_seed = {s.seed: self._evaluate_seed(s) for s in self.seeds}
+        # IEEE float32 whatever the training precision: the protocol's numbers on every card.
+        final = self.step >= self.config.steps
+        evaluator = self.evaluator if final else self.rung_evaluator
+        with self._numerics(), full_precision():
+            per_seed = self._initial_reports(evaluator) or self._evaluate_seeds(evaluator)
         self.wall_s += time.perf_counter() - start
         report = EvalReport(
             step=self.step,
@@ -230,33 +302,51 @@ class Trial:
             wall_s=self.wall_s,
             samples_per_s=self._samples_per_s(),
             device=str(self.device),
-            protocol=self.evaluator.protocol.to_json(),
-            last=self.step >= self.config.steps or not any(s.alive for s in self.seeds),
+            protocol=evaluator.protocol.to_json(),
+            last=final or not any(s.alive for s in self.seeds),
             seeds=per_seed,
+            device_name=device_name(self.device),
+            reseeds=[dict(event) for event in self.reseeds],
         )
         self.history.append(report)
         self.report(report)
         return report
 
-    def _evaluate_seed(self, s: Seed) -> SeedReport:
-        signals = self._read_seed(s) if s.alive else {}
-        if not s.alive:
-            return SeedReport(diverged_step=s.diverged_step)
-        fake = self._generate(s)
-        if not bool(torch.isfinite(fake).all()):
-            s.diverged_step = self.step
-            return SeedReport(diverged_step=s.diverged_step)
-        self.samples[s.seed] = fake[: self.config.sample_keep].cpu()
-        metrics = self.evaluator(fake)
-        outcome = mode_outcome(metrics, self.data.n_modes)  # {} where the data has no modes
-        collapsed = outcome.pop("collapsed", None)
-        return SeedReport(metrics={**metrics, **outcome}, signals=signals, collapsed=collapsed)
+    def _evaluate_seeds(self, evaluator: Evaluator) -> dict[int, SeedReport]:
+        """Every seed's report: the live ones measured together by `evaluator` (one generator
+        pass, one extractor pass, one read of their fates and one of their metrics), the
+        diverged ones by their step."""
+        live = [s for s in self.seeds if s.alive]
+        signals = self._read_seeds(live)
+        live = [s for s in live if s.alive]
+        fakes = self._generate_seeds(live, evaluator.n_fake)
+        reports = {s.seed: SeedReport(diverged_step=s.diverged_step) for s in self.seeds}
+        for s, fake, metrics in zip(live, fakes, evaluator.evaluate_seeds(fakes),
+                                    strict=True):  # fmt: skip
+            if metrics is None:  # samples not all finite
+                s.diverged_step = self.step
+                reports[s.seed] = SeedReport(diverged_step=s.diverged_step)
+                continue
+            # A copy, not a view: a view would keep (and a checkpoint save) every sample.
+            self.samples[s.seed] = fake[: self.config.sample_keep].to("cpu", copy=True)
+            outcome = mode_outcome(metrics, self.data.n_modes)  # {} where the data has no modes
+            collapsed = outcome.pop("collapsed", None)
+            reports[s.seed] = SeedReport(metrics={**metrics, **outcome}, signals=signals[s.seed],
+                                         collapsed=collapsed)  # fmt: skip
+        return reports
 
-    def _read_seed(self, s: Seed) -> dict[str, float]:
-        """The host's look at a live seed: its fate and its mean training signals since the last
-        evaluation, in one read; the sums start again from zero."""
-        fate = torch.stack([s.dead_steps, _finite_params(s).double()])
-        *sums, dead_steps, finite = torch.cat([s.signals, fate]).tolist()
+    def _read_seeds(self, live: list[Seed]) -> dict[int, dict[str, float]]:
+        """The host's look at the live seeds: their fates and their mean training signals since
+        the last evaluation, in one read; the sums start again from zero."""
+        if not live:
+            return {}
+        fates = [torch.cat([s.signals, torch.stack([s.dead_steps, _finite_params(s).double()])])
+                 for s in live]  # fmt: skip
+        rows = torch.stack(fates).tolist()
+        return {s.seed: self._take_fate(s, row) for s, row in zip(live, rows, strict=True)}
+
+    def _take_fate(self, s: Seed, row: list[float]) -> dict[str, float]:
+        *sums, dead_steps, finite = row
         steps = self.step - s.read_at
         s.signals.zero_()
         s.dead_steps.zero_()
@@ -269,12 +359,46 @@ class Trial:
             return {}
         return {name: total / steps for name, total in zip(STEP_SIGNALS, sums, strict=True)}
 
+    def _generate_seeds(self, live: list[Seed], n: int | None = None) -> list[Tensor]:
+        """`n` evaluation fakes (default: the last evaluation's count) of every live seed: one
+        stacked generator pass where the seeds train batched, seed after seed where they
+        train sequentially."""
+        n = self.evaluator.n_fake if n is None else n
+        if not live:
+            return []
+        if self.execution == "batched":
+            return list(self._stacked(live).generate(n, EVAL_CHUNK))
+        return [self._generate(s, n) for s in live]
+
+    def _initial_reports(self, evaluator: Evaluator) -> dict[int, SeedReport] | None:
+        """The step-0 evaluation of a trial whose generators are those of one evaluated before
+        in this process (`ganlab.initial`: same seeds, architecture, protocol, device and
+        execution): its reports, samples and evaluation streams, taken instead of measured
+        again. None where there is none, or where this trial is not at its start."""
+        if self.step or self.history or not all(s.alive for s in self.seeds):
+            return None
+        protocol = evaluator.protocol.to_json()
+        found = initial.key(self.config, self.device, self.execution, protocol)
+        self._read_seeds(self.seeds)  # its weights may have been changed since they were made
+        if not all(s.alive for s in self.seeds):
+            return None
+        taken = initial.take(found, self.seeds)
+        if taken is not None:
+            reports, samples = taken
+            self.samples.update(samples)
+            return reports
+        reports = self._evaluate_seeds(evaluator)
+        if all(s.alive for s in self.seeds):
+            initial.keep(found, reports, self.samples, self.seeds)
+        return reports
+
     @torch.no_grad()
-    def _generate(self, s: Seed) -> Tensor:
-        """The evaluation's fakes, drawn with BatchNorm in inference mode (running statistics),
-        so that no sample depends on the others in its chunk."""
+    def _generate(self, s: Seed, n: int | None = None) -> Tensor:
+        """`n` evaluation fakes (default: the last evaluation's count), drawn with BatchNorm in
+        inference mode (running statistics), so that no sample depends on the others in its
+        chunk."""
         g = s.g_ema if s.g_ema is not None else s.g
-        n = self.evaluator.n_fake
+        n = self.evaluator.n_fake if n is None else n
         g.eval()
         try:
             chunks = range(0, n, EVAL_CHUNK)
@@ -282,6 +406,9 @@ class Trial:
         finally:
             g.train()
         return torch.cat(parts)
+
+    def _numerics(self) -> AbstractContextManager[None]:
+        return numerics(self.config.fp32_precision, self.config.deterministic)
 
     def _samples_per_s(self) -> float:
         seed_steps = self.step * len(self.seeds)
@@ -299,17 +426,24 @@ class Trial:
             "history": [report.to_dict() for report in self.history],  # plain: weights_only
             "samples": dict(self.samples),
             "seeds": [_seed_state(s) for s in self.seeds],
+            "reseeds": [dict(event) for event in self.reseeds],
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore `state_dict()`'s output, from whatever device its tensors are on."""
+        """Restore `state_dict()`'s output, from whatever device its tensors are on. Random
+        streams written by another device type are reseeded, and the move recorded in
+        `reseeds`."""
         if _identity(state["config"]) != _identity(self.config.to_dict()):
             raise ValueError("checkpoint was written by a different configuration")
         self.step, self.wall_s, self.train_s = state["step"], state["wall_s"], state["train_s"]
         self.history = [EvalReport.from_dict(report) for report in state["history"]]
         self.samples = dict(state["samples"])
+        self.reseeds = [dict(event) for event in state.get("reseeds", [])]  # older: none
+        moved: set[str] = set()
         for s, saved in zip(self.seeds, state["seeds"], strict=True):
-            _load_seed_state(s, saved)
+            moved |= _load_seed_state(s, saved, self.step)
+        to = self.seeds[0].rng.device.type
+        self.reseeds += [{"step": self.step, "from": kind, "to": to} for kind in sorted(moved)]
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the whole state to `path` (a checkpoint `load` restores on any device)."""
@@ -321,6 +455,24 @@ class Trial:
         self.load_state_dict(read_state(path))
 
 
+def _assets(
+    assets: EvalAssets | Sequence[EvalAssets] | None, n_fake: int, final: int
+) -> EvalAssets | None:
+    """The assets of `n_fake` fakes among those handed over; None (made here) without any."""
+    if assets is None:
+        return None
+    given = [assets] if isinstance(assets, EvalAssets) else list(assets)
+    for candidate in given:
+        if candidate.n_fake == n_fake:
+            return candidate
+    if n_fake == final:
+        return given[0]  # the last evaluation's count: `Evaluator` says what is wrong with it
+    counts = sorted(a.n_fake for a in given)
+    raise ValueError(f"this trial evaluates with {n_fake} fakes, but was handed the evaluation "
+                     f"protocol of {counts} only: a sweep's driver must make one for n_eval and "
+                     "one for n_eval_rung")  # fmt: skip
+
+
 def read_state(path: str | os.PathLike) -> dict[str, Any]:
     """A checkpoint written by `Trial.save`, as `state_dict()` gave it, read onto the CPU (so a
     card's checkpoint opens where there is none). `weights_only`: tensors, dicts, lists, numbers
@@ -330,7 +482,9 @@ def read_state(path: str | os.PathLike) -> dict[str, Any]:
 
 def _identity(config: dict[str, Any]) -> dict[str, Any]:
     """What makes two configurations the same trial: all but where it runs and reads its data
-    (a checkpoint written on a card resumes on a CPU, with the data elsewhere)."""
+    (a checkpoint written on a card resumes on a CPU, with the data elsewhere). A field added
+    since a checkpoint was written (`fp32_precision`, `deterministic`) counts as its default."""
+    config = {**TrialConfig().to_dict(), **config}
     return {k: v for k, v in config.items() if k not in PLACEMENT}
 
 
@@ -346,12 +500,24 @@ def _grad_norm(params: list[Tensor]) -> Tensor:
 
 @torch.no_grad()
 def _ema_update(ema: nn.Module, model: nn.Module, decay: float, dead: Tensor) -> None:
-    # A dead seed's weight is 0: lerp leaves the average exactly as it was.
+    # ema += w * (p - ema), as lerp computes it, in three foreach ops over all the weights: a
+    # foreach lerp with a tensor weight runs one kernel per parameter on a card. A dead seed's
+    # weight is 0, which leaves its (finite) average exactly as it was.
     weight = (1 - decay) * (1 - dead)
     ema_params = list(ema.parameters())
-    torch._foreach_lerp_(ema_params, list(model.parameters()), [weight] * len(ema_params))
-    for b_ema, b in zip(ema.buffers(), model.buffers(), strict=True):
-        b_ema.copy_(b)
+    steps = torch._foreach_sub(list(model.parameters()), ema_params)
+    torch._foreach_mul_(steps, weight)
+    torch._foreach_add_(ema_params, steps)
+    buffers = list(ema.buffers())
+    if buffers:
+        torch._foreach_copy_(buffers, list(model.buffers()))
+
+
+@torch.no_grad()
+def _clip(params: list[Tensor], clip: float) -> None:
+    """WGAN weight clipping of every parameter, two foreach ops in all."""
+    torch._foreach_clamp_min_(params, -clip)
+    torch._foreach_clamp_max_(params, clip)
 
 
 def _finite_params(s: Seed) -> Tensor:
@@ -370,6 +536,9 @@ def _seed_state(s: Seed) -> dict[str, Any]:
         "g_ema": s.g_ema.state_dict() if s.g_ema is not None else None,
         "rng": generator_state(s.rng),
         "eval_rng": generator_state(s.eval_rng),
+        # Which device type's generator wrote each state: only that type can take it back.
+        "rng_device": s.rng.device.type,
+        "eval_rng_device": s.eval_rng.device.type,
         "read_at": s.read_at,
         "diverged_step": s.diverged_step,
         "dead": s.dead.clone(),
@@ -378,7 +547,8 @@ def _seed_state(s: Seed) -> dict[str, Any]:
     }
 
 
-def _load_seed_state(s: Seed, saved: dict[str, Any]) -> None:
+def _load_seed_state(s: Seed, saved: dict[str, Any], step: int) -> set[str]:
+    """Restore one seed at `step`; returns the device types of the streams it had to reseed."""
     if saved["seed"] != s.seed:
         raise ValueError(f"checkpoint seed {saved['seed']} where {s.seed} was expected")
     s.g.load_state_dict(saved["g"])
@@ -387,9 +557,21 @@ def _load_seed_state(s: Seed, saved: dict[str, Any]) -> None:
     s.opt_d.load_state_dict(saved["opt_d"])
     if s.g_ema is not None:
         s.g_ema.load_state_dict(saved["g_ema"])
-    set_generator_state(s.rng, saved["rng"])
-    set_generator_state(s.eval_rng, saved["eval_rng"])
     s.read_at, s.diverged_step = saved["read_at"], saved["diverged_step"]
     # Copied into the seed's own tensors: the optimisers hold `dead` as their found_inf.
     for name in ("dead", "signals", "dead_steps"):
         getattr(s, name).copy_(saved[name])
+    return {kind for stream in STREAMS if (kind := _restore_stream(s, saved, stream, step))}
+
+
+def written_on(saved: dict[str, Any], stream: str) -> str:
+    """The device type whose generator wrote `stream` (`rng`, `eval_rng`) of a seed's saved
+    state: as recorded, or, in a checkpoint written before it was, told by the state's length."""
+    return saved.get(f"{stream}_device") or state_device_type(saved[stream])
+
+
+def _restore_stream(s: Seed, saved: dict[str, Any], stream: str, step: int) -> str | None:
+    """Restore `stream` of `s`; the device type that wrote it if it had to be reseeded."""
+    kind = written_on(saved, stream)
+    reseeded = restore_generator(getattr(s, stream), saved[stream], kind, s.seed, step, stream)
+    return kind if reseeded else None

@@ -2,8 +2,9 @@
 
 `1e-4` is a float (PyYAML alone reads it as a string). Refused, each naming the field and line:
 a key given twice in one mapping (PyYAML keeps the last one), a number that is not finite
-(`.inf`, `.nan`, `1e999`), and aliases that expand to more values than any sweep file holds (an
-alias bomb expands to billions and would hang whatever walks it).
+(`.inf`, `.nan`, `1e999`), an integer of more than MAX_INT_DIGITS digits (Python refuses to read
+one of over 4,300, and no field wants one of 100), and aliases that expand to more values than
+any sweep file holds (an alias bomb expands to billions and would hang whatever walks it).
 """
 
 import math
@@ -13,7 +14,9 @@ from typing import Any
 import yaml
 
 MAX_VALUES = 100_000  # values once aliases are expanded; real sweep files hold hundreds
+MAX_INT_DIGITS = 100  # the largest value any field takes, a seed below 2**63, has 19
 FLOAT_TAG = "tag:yaml.org,2002:float"
+INT_TAG = "tag:yaml.org,2002:int"
 MERGE_TAG = "tag:yaml.org,2002:merge"
 
 
@@ -61,12 +64,17 @@ def _check(root: yaml.Node, loader: Loader) -> None:
                             "are expanded; a sweep file needs far fewer")  # fmt: skip
         if isinstance(node, yaml.MappingNode):
             _check_keys(node, where)
-            stack += [(value, _join(where, key.value)) for key, value in node.value]
+            for key, value in node.value:  # keys too: an integer key is read like a value
+                stack += [(key, where), (value, _join(where, str(key.value)))]
         elif isinstance(node, yaml.SequenceNode):
             stack += [(item, f"{where}[{i}]") for i, item in enumerate(node.value)]
         elif node.tag == FLOAT_TAG and not math.isfinite(loader.construct_yaml_float(node)):
             raise YamlError(where or "file", f"{node.value} at {_at(node.start_mark)} is not a "
                             "finite number; give a finite value")  # fmt: skip
+        elif node.tag == INT_TAG and len(node.value) > MAX_INT_DIGITS:
+            raise YamlError(where or "file", f"an integer of {len(node.value):,} characters at "
+                            f"{_at(node.start_mark)}; no field takes one of more than "
+                            f"{MAX_INT_DIGITS}")  # fmt: skip
 
 
 def _check_keys(node: yaml.MappingNode, where: str) -> None:

@@ -25,16 +25,30 @@ class HostTouch(RuntimeError):
 
 
 class HostAudit(TorchDispatchMode):
-    """Raises `HostTouch` on every op that reads a value to the host or returns a host tensor."""
+    """Raises `HostTouch` on every op that reads a value to the host, returns a host tensor, or
+    copies one to the device.
+
+    One host tensor is allowed: a 0-d one (functorch's vmap lifts a Python number, `0.5 * x`,
+    into one). An op on a card takes a 0-d host tensor as a kernel argument, by value, as it
+    takes a Python number: no copy, no wait, and a CUDA graph keeps the value it had."""
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         if func is torch.ops.aten._local_scalar_dense.default:
             raise HostTouch(f"{func} reads a value back to the host")
         out = func(*args, **(kwargs or {}))
         for leaf in tree_leaves(out):
-            if isinstance(leaf, torch.Tensor) and leaf.device.type == "cpu":
+            if isinstance(leaf, torch.Tensor) and leaf.device.type == "cpu" and leaf.ndim:
                 raise HostTouch(f"{func} made a host tensor of shape {tuple(leaf.shape)}")
+        if func in _COPIES and _on_host(args[0]) and not _on_host(out):
+            raise HostTouch(f"{func} copied a host tensor to the device")
         return out
+
+
+_COPIES = (torch.ops.aten._to_copy.default, torch.ops.aten.copy_.default)
+
+
+def _on_host(t) -> bool:
+    return isinstance(t, torch.Tensor) and t.device.type == "cpu"
 
 
 @contextmanager
@@ -59,3 +73,19 @@ def tensors(obj) -> list[torch.Tensor]:
 
 def module_tensors(*modules: torch.nn.Module | None) -> list[torch.Tensor]:
     return [t for m in modules if m is not None for t in (*m.parameters(), *m.buffers())]
+
+
+CUDA_STATE = bytes(range(16))  # the size of a CUDA generator's state: Philox seed and offset
+
+
+def as_written_on_a_card(state: dict, recorded: bool = True) -> dict:
+    """`Trial.state_dict()` output as a card writes it, for a machine without one: every random
+    state a CUDA generator's 16 bytes, their device type recorded as `cuda`, or, as checkpoints
+    written before the type was recorded, not at all (`recorded=False`)."""
+    for seed in state["seeds"]:
+        for stream in ("rng", "eval_rng"):
+            seed[stream] = CUDA_STATE
+            seed.pop(f"{stream}_device")
+            if recorded:
+                seed[f"{stream}_device"] = "cuda"
+    return state

@@ -101,8 +101,9 @@ def new_root(prefix: str) -> tuple[Path, Path]:
     return root, home
 
 
-def start_head(root: Path, home: Path, *flags: str) -> Cluster:
-    """A head node on loopback (Ray may swap it for the machine's address) with a new token."""
+def start_head(root: Path, home: Path, *flags: str, **env: str) -> Cluster:
+    """A head node on loopback (Ray may swap it for the machine's address) with a new token;
+    `env`: variables of the head's processes (its workers' among them)."""
     generated = ray_cli("get-auth-token", "--generate", env=ray_env(home))
     assert generated.returncode == 0, generated.stderr
     token = generated.stdout
@@ -112,7 +113,7 @@ def start_head(root: Path, home: Path, *flags: str) -> Cluster:
         f"--ray-client-server-port={client_port}", "--include-dashboard=false",
         f"--dashboard-port={dashboard_port}", f"--dashboard-agent-listen-port={agent_port}",
         f"--temp-dir={root / 'head'}", "--disable-usage-stats", *flags,
-        env=ray_env(home, RAY_AUTH_MODE="token"),
+        env=ray_env(home, RAY_AUTH_MODE="token", **env),
     )  # fmt: skip
     assert started.returncode == 0, started.stderr
     (node,) = gcs_nodes(f"127.0.0.1:{gcs_port}", bearer(token))

@@ -102,6 +102,8 @@ def trial_rows(rows: list[dict[str, Any]], sweep: str = "hand") -> pd.DataFrame:
             "started_at": 1.8e9,
             "ended_at": 1.8e9 + 1.0,
             "device_used": "cpu",
+            "device_name": "cpu",
+            "reseeded_step": None,
             "node": "node-0",
             "node_ip": "127.0.0.1",
             "protocol": protocol("ring8"),
@@ -112,13 +114,14 @@ def trial_rows(rows: list[dict[str, Any]], sweep: str = "hand") -> pd.DataFrame:
     frame = pd.DataFrame(filled, columns=list(TRIAL_COLUMNS))
     frame["diverged_step"] = frame["diverged_step"].astype("Int64")
     frame["n_eval"] = frame["n_eval"].astype("Int64")
+    frame["reseeded_step"] = frame["reseeded_step"].astype("Int64")
     return frame
 
 
 def metric_rows(rows: list[dict[str, Any]], sweep: str = "hand") -> pd.DataFrame:
     """A metrics table holding `rows` (partial dicts with trial_id, config_id, seed, step),
     every other schema column NaN (`diverged` False)."""
-    base = {"sweep": sweep, "diverged": False}
+    base = {"sweep": sweep, "diverged": False, "protocol": protocol("ring8")}
     frame = pd.DataFrame([{**base, **row} for row in rows], columns=list(METRIC_COLUMNS))
     return frame.astype({name: float for name in (*METRICS, *SIGNALS, "objective", "div_rate")})
 
@@ -343,6 +346,8 @@ def _trials_table(
     frame["started_at"] = 1.8e9 + np.arange(len(frame), dtype=float)
     frame["ended_at"] = frame["started_at"] + frame["wall_s"]
     frame["device_used"] = "cpu"
+    frame["device_name"] = "cpu"
+    frame["reseeded_step"] = pd.array([pd.NA] * len(frame), dtype="Int64")
     frame["node"] = "node-0"
     frame["node_ip"] = "127.0.0.1"  # schema columns not in TRIAL_COLUMNS are dropped below
     frame["protocol"] = protocol(dataset)
@@ -370,6 +375,7 @@ def _metrics_table(
     )
     for name in (*METRICS, *SIGNALS, "objective", "div_rate"):
         frame[name] = sim[name][keep].astype(np.float64)
+    frame["protocol"] = protocol(configs["dataset"].iloc[0])
     return frame[list(METRIC_COLUMNS)]
 
 

@@ -100,3 +100,56 @@ def test_report_writes_html_beside_the_tables(tmp_path, capsys):
     html = (run / rundir.REPORT).read_text()
     assert html.count("plotly-graph-div") >= 8 and "<script src=" not in html  # offline
     assert pd.read_parquet(run / rundir.TRIALS).shape[0] == 8  # the tables are untouched
+
+
+def test_trial_refuses_what_cannot_fit_this_machine_before_allocating_it(capsys, monkeypatch):
+    from ganlab import budget
+
+    monkeypatch.setattr(budget, "machine_memory", lambda: 2**29)
+    wide = ["trial", "--width", "4096", "--depth", "2", "--steps", "2"]
+    assert main(wide) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""  # refused before the trial started
+    assert captured.err.startswith("ganlab trial: error: width: a trial of width 4,096 needs at "
+                                   "least 2.69 GiB (networks 2.64 GiB: 3 seeds × 900 MiB of "
+                                   "weights, gradients, Adam moments; a training")  # fmt: skip
+    assert captured.err.endswith("more than this machine's memory (512 MiB); make width "
+                                 "smaller\n")  # fmt: skip
+    monkeypatch.setattr(budget, "machine_memory", lambda: 2**30)  # one seed's networks fit
+    assert main(wide) == 2
+    assert capsys.readouterr().err.startswith("ganlab trial: error: seeds: a trial of 3 seeds ")
+    assert main(["trial", "--width", "64", "--steps", "2", "--n-eval", "50"]) == 0  # fits
+
+
+def test_trial_refuses_seeds_a_generator_or_the_tables_cannot_take(capsys):
+    assert main(["trial", "--seeds", "1,9223372036854775807", "--steps", "2"]) == 2
+    assert "seeds: each seed must be in [0, 9223372036853775805)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("where", "message"),
+    [
+        ("not " * 2400 + "seed", "nested more than 50 deep"),  # Python's parser would recurse
+        ("-" * 3000 + "seed == 1", "nested more than 50 deep"),
+        ("-" * 60 + "seed == 1", "nested more than 50 deep"),  # parses; the evaluator recurses
+        ("'a' * 300000000 == loss", "`*` multiplies numbers and numeric columns only"),
+        ("loss * 100000000 == 'a'", "`*` multiplies numbers and numeric columns only"),
+        ("seed == 1 or " * 1000 + "seed == 0", "13,009 characters; at most 10,000"),
+    ],
+    ids=["not", "minus", "minus past our depth", "string repeated", "column repeated", "long"],
+)
+def test_results_where_cannot_take_the_stack_or_the_memory(tmp_path, capsys, where, message):
+    run = make_run(tmp_path / "run", n_configs=2, seeds=2, evals=2)
+    assert main(["results", str(run), "--where", where]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith("ganlab results: error: --where ") and message in line
+    assert len(line) < 12_000  # a long expression is shown cut
+
+
+def test_results_where_still_multiplies_numbers(tmp_path, capsys):
+    run = make_run(tmp_path / "run", n_configs=4, seeds=2, evals=2)
+    trials, _ = results.load(run)
+    where = "lr_d * 2 * 1 < 2 * 1e-3 and seed * 1 == 0"
+    assert main(["results", str(run), "--seeds", "--where", where, "--top", "99"]) == 0
+    shown = capsys.readouterr().out.strip().splitlines()[1:]
+    assert len(shown) == ((trials.lr_d < 1e-3) & (trials.seed == 0)).sum() > 0

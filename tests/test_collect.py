@@ -159,6 +159,25 @@ def test_a_retried_trial_is_labelled_by_how_it_ended(tmp_path, status, expected,
     assert list(trials.steps_done) == [40, 40]
 
 
+@pytest.mark.parametrize(
+    ("status", "expected"),
+    [("RUNNING", "running"), ("PENDING", "running"), ("PAUSED", "running"),
+     ("TERMINATED", "pruned"), (None, "pruned")],  # None: files alone cannot tell
+)  # fmt: skip
+def test_a_trial_short_of_its_steps_is_running_until_ray_ends_it(tmp_path, status, expected):
+    experiment = tmp_path / "run" / rundir.EXPERIMENT
+    config = trial_config()  # 60 steps; reported up to step 40
+    diverged = {"1": {"diverged": True, "diverged_step": 30}}
+    write_trial(experiment, "r3", config, reports_until("r3", config, 40, **diverged),
+                samples_of(config["seeds"]))  # fmt: skip
+    collect = collector(experiment.parent)
+    collect.update(source(experiment, "r3", status))
+    collect()
+    trials, _ = results.load(experiment.parent)
+    assert list(trials.status) == [expected, "diverged"]  # a diverged seed stays diverged
+    assert set(trials.status) <= set(results.STATUSES)
+
+
 def test_a_completed_trial_with_an_earlier_failure_is_completed(tmp_path):
     experiment = tmp_path / "run" / rundir.EXPERIMENT
     config = trial_config()

@@ -8,6 +8,7 @@ from ganlab.metrics import METRICS, MODES
 def test_defaults_are_a_valid_configuration():
     config = TrialConfig.from_dict({})
     assert config.dataset == "ring8" and config.seeds == (0, 1, 2)
+    assert (config.fp32_precision, config.deterministic) == ("ieee", False)
 
 
 def test_integers_are_accepted_where_floats_are_wanted():
@@ -39,6 +40,8 @@ def test_round_trip_through_a_dict():
         ({"metric": "modes", "dataset": "cifar10"}, "metric", "needs a dataset with modes"),
         ({"metric": "is"}, "metric", "needs class probabilities"),
         ({"norm_g": "group"}, "norm_g", "batch, instance, layer, none"),
+        ({"fp32_precision": "bf16"}, "fp32_precision", "'bf16' is not one of: ieee, tf32"),
+        ({"deterministic": 1}, "deterministic", "expected bool, got 1"),
     ],
 )
 def test_bad_values_name_the_field_and_what_is_allowed(values, field, message):
@@ -73,3 +76,26 @@ def test_metrics_that_need_modes_need_a_dataset_with_modes(metric):
 
 def test_every_metric_has_a_direction_a_sweep_may_name():
     assert {metric.mode for metric in METRICS.values()} == set(MODES)
+
+
+@pytest.mark.parametrize(
+    ("values", "message"),
+    [({"lr_g": 10**400}, "lr_g: beyond the largest float"),  # float() would raise
+     ({"seeds": list(range(1001))}, "seeds: at most 1,000 seeds a trial, got 1,001"),
+     ({"seeds": [2**63 - 1_000_003]}, r"seeds: each seed must be in \[0, 9223372036853775805\)"),
+     ({"seeds": [-1]}, r"seeds: each seed must be in \[0, "),
+     ({"depth": 1001}, "depth: must be at most 1,000 hidden layers, got 1,001")],
+)  # fmt: skip
+def test_values_past_what_a_trial_can_hold_are_refused(values, message):
+    with pytest.raises(ConfigError, match=message):
+        TrialConfig.from_dict(values)
+    largest = {"lr_g": 1e300, "seeds": [2**63 - 1_000_004], "depth": 1000}
+    for name in set(values) & set(largest):
+        assert getattr(TrialConfig.from_dict({name: largest[name]}), name) is not None
+
+
+def test_the_seed_limit_keeps_the_evaluation_streams_seed_an_int64():
+    from ganlab.config import seed_limit
+    from ganlab.trial import EVAL_SEED_OFFSET
+
+    assert seed_limit() - 1 + EVAL_SEED_OFFSET == 2**63 - 1

@@ -74,9 +74,11 @@ def test_evaluator_agrees_with_the_standalone_functions(ring8):
 
 def test_protocol_is_recorded(ring8):
     floor = ring8.protocol.fid_floor  # its value: tests/test_metrics_reference.py
+    sha = ring8.protocol.reference_sha  # its meaning: tests/test_metrics_assets.py
     assert ring8.protocol == Protocol(
-        "raw", "", 2500, 2500, "mixture", k=5, dim=2, fid_floor=floor
+        "raw", "", 2500, 2500, "mixture", k=5, dim=2, fid_floor=floor, reference_sha=sha
     )
+    assert len(sha) == 16 and int(sha, 16) >= 0
     text = ring8.protocol.to_json()
     assert list(json.loads(text)) == sorted(json.loads(text))
     assert json.loads(text)["n_real"] == 2500

@@ -12,6 +12,7 @@ import torch
 
 from ganlab.data import fingerprint, load, to_float
 from ganlab.metrics import Evaluator
+from ganlab.metrics.assets import build_assets
 from ganlab.metrics.evaluate import build_protocol
 from ganlab.metrics.extractors import RawExtractor
 from ganlab.metrics.frechet import features_to_statistics, statistics_to_frechet
@@ -105,8 +106,12 @@ def test_digits_reference_is_the_held_out_split_not_the_classifiers():
     ref = reference_statistics(DIGITS, extractor, 1000)
     expected = features_to_statistics(extractor(to_float(DIGITS.test)).features)
     assert (ref.split, ref.n, ref.dim) == ("test", len(DIGITS.test), 128)
-    assert ref.stats.mean.numpy() == pytest.approx(expected.mean.numpy(), rel=1e-9, abs=1e-12)
-    assert ref.stats.cov.numpy() == pytest.approx(expected.cov.numpy(), rel=1e-9, abs=1e-12)
+    # The cached reference may come from another process (a sweep's driver, other threads, other
+    # kernels): float32 features then differ by ~5e-6 relative, far below what another split
+    # would change.
+    for got, want in ((ref.stats.mean, expected.mean), (ref.stats.cov, expected.cov)):
+        scale = float(want.abs().max())
+        assert got.numpy() == pytest.approx(want.numpy(), rel=1e-5, abs=1e-5 * scale)
 
 
 def test_memorising_the_training_digits_scores_the_floor_not_below_real_data():
@@ -163,8 +168,7 @@ def test_fid_below_the_feature_dimension_is_recorded_as_rank_deficient(n_eval, d
 )
 def test_standard_inception_weights_are_recognised_by_hash(name, weights, standard):
     extractor = types.SimpleNamespace(name=name, weights=weights)
-    ref = reference_statistics(RING8, RawExtractor(), 50)
-    protocol = build_protocol(DIGITS, extractor, ref, 50)
+    protocol = build_protocol(DIGITS, extractor, build_assets(RING8, 50))
     assert protocol.standard_weights is standard
     assert json.loads(protocol.to_json())["standard_weights"] is standard
     assert protocol.sampling == "eval"

@@ -20,6 +20,8 @@ NORM_PAIRS = [("none", "none"), ("batch", "batch"), ("layer", "instance"), ("ins
 SMALL_CASES = [("mlp", (2,)), ("dcgan", (3, 8, 8)), ("resnet", (1, 8, 8))]
 Z_DIM = 4
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny kernels: two threads wait on each other
+
 
 SMALL = {"width": 8, "depth": 2, "z_dim": Z_DIM, "norm_g": "none", "norm_d": "none",
          "spectral_norm": False, "pack": 1}  # fmt: skip

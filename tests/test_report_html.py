@@ -138,3 +138,17 @@ def test_the_report_reads_only_the_samples_it_shows(tmp_path, layout):
     assert sorted(fake.trial_id + fake.seed.astype(str)) == sorted(
         expected.trial_id + expected.seed.astype(str))  # fmt: skip
     assert (read.source == "real").sum() == 1
+
+
+def test_the_summary_counts_running_seeds_and_any_status_it_does_not_know(tmp_path):
+    from ganlab.results import write_table
+
+    run = make_run(tmp_path / "run", n_configs=4, seeds=2, evals=3)
+    trials = load(run)[0]
+    trials.loc[:2, "status"] = "running"  # a sweep collected while it runs
+    trials.loc[3, "status"] = "mislaid"  # a status of a later version of ganlab
+    write_table(trials, run / rundir.TRIALS)
+    summary = write_report(run).read_text().split('<section id="summary">')[1]
+    counts = summary.split("seeds by status")[1].split("</tr>")[0]
+    assert "3 running" in counts and "1 mislaid" in counts
+    assert f"{(trials.status == 'completed').sum()} completed" in counts

@@ -247,7 +247,7 @@ def test_to_dict_round_trips():
 def test_the_json_layout_is_the_one_result_files_always_had():
     x = a_trial()[2].to_dict()
     report_keys = ["step", "objective", "div_rate", "collapse_rate", "wall_s", "samples_per_s",
-                   "device", "protocol", "last", "seeds"]  # fmt: skip
+                   "device", "protocol", "last", "device_name", "reseeds", "seeds"]  # fmt: skip
     context_keys = ["trial_config", "node_id", "started_at", "reported_at", "resumed_from_step"]
     assert list(x) == [*report_keys, *context_keys, "trial_id", "node_ip"]
     assert x["seeds"]["1"] == {"diverged": True, "diverged_step": 20}
@@ -258,8 +258,9 @@ def test_the_json_layout_is_the_one_result_files_always_had():
     assert collapsed["collapsed"] is True and "diverged_step" not in collapsed
 
 
+ADDED_LATER = ("device_name", "reseeds")  # lines written before them read with defaults
 OUR_KEYS = [
-    *(f.name for f in dataclasses.fields(EvalReport)),
+    *(f.name for f in dataclasses.fields(EvalReport) if f.name not in ADDED_LATER),
     *(f.name for f in dataclasses.fields(RunContext)),
     "trial_id",
     "node_ip",
@@ -272,6 +273,13 @@ def test_a_missing_key_is_named(key):
     del written[key]
     with pytest.raises(ReportError, match=re.escape(repr(key))):
         ResultLine.from_dict(written)
+
+
+def test_a_line_written_before_the_device_keys_reads_with_their_defaults():
+    written = a_trial()[1].to_dict()
+    del written["device_name"], written["reseeds"]
+    report = ResultLine.from_dict(written).report
+    assert (report.device_name, report.reseeds) == ("", [])
 
 
 @pytest.mark.parametrize(

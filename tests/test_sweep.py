@@ -14,7 +14,7 @@ import torch
 from fake_datasets import write_cifar10, write_mnist
 from raytrials import full_disk
 
-from ganlab import collect, results, rundir, spec, sweep
+from ganlab import collect, preflight, raystart, results, rundir, spec, sweep
 
 SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").glob("*.yaml"))
 MIXED = """
@@ -40,7 +40,7 @@ def local_ray(tmp_path_factory):
     torch.manual_seed(0)
     torch.save(fid_inception_v3().state_dict(), weights)
     os.environ["GANLAB_INCEPTION_WEIGHTS"] = str(weights)  # set before Ray starts its workers
-    started = sweep._start_ray(None)
+    started = raystart.start(None)
     yield
     if started:
         import ray
@@ -55,7 +55,7 @@ def test_healthy_and_diverging_trials_finish_and_tables_stay_whole(
     path = tmp_path / "mixed.yaml"
     path.write_text(MIXED)
     s = spec.load(path, storage=str(tmp_path / "runs"))
-    run_dir = sweep.run_dir_of(s)
+    run_dir = preflight.run_dir_of(s)
     reads, failures = [], []
     done = threading.Event()
 
@@ -133,8 +133,8 @@ def test_a_storage_uri_keeps_results_there_and_tables_locally(local_ray, tmp_pat
     copied = results.read_table(shared / "uri" / rundir.TRIALS)
     pd.testing.assert_frame_equal(copied, trials)
     assert results.load_samples(run_dir).source.eq("fake").sum() == 4
-    with pytest.raises(sweep.SweepError, match="holds a sweep already"):
-        sweep.check_run_dir(s, resume=False)
+    with pytest.raises(preflight.SweepError, match="holds a sweep already"):
+        preflight.check_run_dir(s, resume=False)
 
 
 FAILING = """

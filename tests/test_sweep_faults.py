@@ -16,7 +16,7 @@ import ray
 import torch
 from ray.cluster_utils import Cluster
 
-from ganlab import results, rundir, spec, sweep
+from ganlab import preflight, results, rundir, spec, sweep
 
 SWEEP = """
 name: {name}
@@ -68,7 +68,7 @@ def test_losing_a_worker_node_mid_sweep_loses_and_doubles_nothing(tmp_path):
     ray.init(address=cluster.address, log_to_driver=False)
     try:
         s = spec.load(write_sweep(tmp_path, "lose_node", 400), storage=str(tmp_path / "runs"))
-        run_dir = sweep.run_dir_of(s)
+        run_dir = preflight.run_dir_of(s)
         failure = []
         runner = threading.Thread(
             target=lambda: failure.append(sweep.run(s, echo=lambda line: None))
@@ -143,8 +143,13 @@ def checkpoint_steps(trial_dir: Path) -> dict[Path, int]:
     }
 
 
+# Long enough that the kill lands with one trial done and another part-way: results reach the
+# storage in bursts, and seeds trained batched (ring8/mlp on a CPU) finish sooner.
+KILLED_STEPS = 600
+
+
 def test_a_killed_driver_resumes_from_checkpoints_and_locks_out_a_second_sweep(tmp_path):
-    path = write_sweep(tmp_path, "killed", 300)
+    path = write_sweep(tmp_path, "killed", KILLED_STEPS)
     runs = tmp_path / "runs"
     run_dir = runs / "killed"
     marker = f"GANLAB_TEST_MARKER={tmp_path.name}"
@@ -198,7 +203,7 @@ def test_a_killed_driver_resumes_from_checkpoints_and_locks_out_a_second_sweep(t
     _kill_all(marker)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
-    assert_whole_and_single(run_dir, n_trials=4, steps=300)
+    assert_whole_and_single(run_dir, n_trials=4, steps=KILLED_STEPS)
     resumed_reports = reports(run_dir)
     for trial_id in done:  # finished trials are not run again ...
         after = next(experiment.glob(f"*{trial_id}*/{rundir.RESULT_FILE}")).read_bytes()
@@ -217,7 +222,7 @@ def test_a_killed_driver_resumes_from_checkpoints_and_locks_out_a_second_sweep(t
         else:
             assert start in intact[trial_id] and start > 0
         steps = [r["step"] for r in again]  # it went on from there, not from step 0
-        assert steps == list(range(start + 50, 301, 50))
+        assert steps == list(range(start + 50, KILLED_STEPS + 1, 50))
 
     trials, _ = results.load(run_dir)
     objective = trials.groupby("loss").objective.first()

@@ -1,21 +1,29 @@
 import copy
 import dataclasses
 import itertools
+import json
 import math
 
 import pytest
 import torch
+from devicecheck import as_written_on_a_card
 from torch.utils._pytree import tree_leaves
 
-from ganlab.config import TrialConfig
-from ganlab.devices import generator_state, set_generator_state
+from ganlab import data as datasets
+from ganlab.config import ConfigError, TrialConfig
+from ganlab.devices import generator_state, reseed_value, set_generator_state, state_device_type
 from ganlab.losses import LOSSES
+from ganlab.metrics.assets import build_assets
 from ganlab.models import ARCHITECTURES
 from ganlab.penalties import PENALTIES
 from ganlab.reports import SeedReport
-from ganlab.trial import Trial
+from ganlab.trial import STREAMS, Trial
 
 TINY = {"width": 8, "depth": 1, "z_dim": 4, "batch_size": 8, "n_eval": 50, "sample_keep": 4}
+
+# One torch thread: on a shared 2-core machine two threads of these tiny kernels wait on each
+# other (a 3-step ResNet trial took 22 s instead of 0.2 s while another job used a core).
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def tiny(**values) -> TrialConfig:
@@ -40,18 +48,32 @@ def test_every_loss_penalty_and_architecture_trains(loss, penalty, arch):
         assert max(p.abs().max().item() for p in seed.d.parameters()) == pytest.approx(clip32)
 
 
-def test_restored_trial_continues_bit_identically(tmp_path):
-    config = tiny(steps=30, eval_every=10, ema=0.9, penalty="gp", penalty_weight=1.0)
+@pytest.mark.parametrize("execution", ["batched", "sequential"])
+@pytest.mark.parametrize("recorded", [True, False], ids=["types-recorded", "older-checkpoint"])
+def test_restored_trial_continues_bit_identically(tmp_path, recorded, execution):
+    config = tiny(steps=30, eval_every=10, ema=0.9, penalty="gp", penalty_weight=1.0,
+                  execution=execution)  # fmt: skip
     whole = Trial(config)
     whole.run()
 
     first = Trial(config)
     first.run(until=20)
-    torch.save(first.state_dict(), tmp_path / "state.pt")
+    state = first.state_dict()
+    assert {s["rng_device"] for s in state["seeds"]} == {"cpu"}
+    if not recorded:  # written before the generators' device types were: told by length
+        for seed in state["seeds"]:
+            del seed["rng_device"], seed["eval_rng_device"]
+        del state["reseeds"], state["config"]["fp32_precision"], state["config"]["deterministic"]
+        del state["config"]["execution"], state["config"]["cuda_graphs"]
+    torch.save(state, tmp_path / "state.pt")
     second = Trial(config)
     second.load_state_dict(torch.load(tmp_path / "state.pt", weights_only=False))
+    for a, b in zip(first.seeds, second.seeds, strict=True):  # the same device type: restored
+        for stream in STREAMS:
+            assert generator_state(getattr(a, stream)) == generator_state(getattr(b, stream))
     second.run()
 
+    assert second.reseeds == []
     assert [r.step for r in second.history] == [0, 10, 20, 30]
     assert _without_time(second.history) == _without_time(whole.history)
     for a, b in zip(whole.seeds, second.seeds, strict=True):
@@ -103,7 +125,9 @@ def _without_time(history):
 
 
 def test_a_diverged_seed_takes_no_update_from_its_bad_step_on():
-    trial = Trial(tiny(steps=20, eval_every=10, ema=0.9, seeds=[0, 1]))
+    # Sequential: the hook goes bad on the seed's own D (the batched execution's stacked D runs
+    # instead of it there; tests/test_batched.py flags a seed dead in that one).
+    trial = Trial(tiny(steps=20, eval_every=10, ema=0.9, seeds=[0, 1], execution="sequential"))
     trial.run(until=10)
     bad = trial.seeds[1]
     before = copy.deepcopy(trial.state_dict()["seeds"][1])
@@ -141,3 +165,83 @@ def test_evaluation_samples_with_batchnorm_in_inference_mode():
 
 def _tensors(state) -> list:
     return [t.tolist() for t in tree_leaves(state) if isinstance(t, torch.Tensor)]
+
+
+# The seeds `devices.reseed_value` gives each stream of seeds 0-2 at step 20: the first 8 bytes of
+# SHA-256("ganlab-reseed/{seed}/20/{stream}"), top bit cleared.
+RESEEDS_AT_20 = {
+    (0, "rng"): 7993345784963969963, (0, "eval_rng"): 5415164677509414387,
+    (1, "rng"): 732672225691291218, (1, "eval_rng"): 5277629708038293141,
+    (2, "rng"): 8356739852318691123, (2, "eval_rng"): 6213734417983877092,
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("recorded", [True, False], ids=["type-recorded", "type-from-length"])
+def test_a_card_checkpoint_resumes_on_a_cpu_with_its_streams_reseeded(tmp_path, recorded):
+    config = tiny(steps=30, eval_every=10)
+    card = Trial(config)
+    card.run(until=20)
+    torch.save(as_written_on_a_card(card.state_dict(), recorded), tmp_path / "card.pt")
+
+    cpu = Trial(config)
+    cpu.load(tmp_path / "card.pt")  # a CUDA generator's 16 bytes: a CPU one refuses them
+    moved = {"step": 20, "from": "cuda", "to": "cpu"}
+    assert cpu.reseeds == [moved]
+    for s in cpu.seeds:
+        for stream in STREAMS:
+            assert reseed_value(s.seed, 20, stream) == RESEEDS_AT_20[s.seed, stream]
+            reseeded = torch.Generator().manual_seed(RESEEDS_AT_20[s.seed, stream])
+            assert generator_state(getattr(s, stream)) == generator_state(reseeded)
+    for a, b in zip(card.seeds, cpu.seeds, strict=True):  # everything else as it was saved
+        assert _tensors(a.g.state_dict()) == _tensors(b.g.state_dict())
+        assert _tensors(a.opt_d.state_dict()) == _tensors(b.opt_d.state_dict())
+    cpu.run()
+    assert [r.step for r in cpu.history] == [0, 10, 20, 30]
+    assert [r.reseeds for r in cpu.history] == [[], [], [], [moved]]
+    assert (cpu.history[-1].device, cpu.history[-1].device_name) == ("cpu", "cpu")
+
+    again = Trial(config)  # the reseed is a function of the checkpoint: the same run again
+    again.load(tmp_path / "card.pt")
+    again.run()
+    assert _without_time(again.history) == _without_time(cpu.history)
+
+    cpu.save(tmp_path / "cpu.pt")  # saved and loaded on the same device type: kept, not added
+    later = Trial(config)
+    later.load(tmp_path / "cpu.pt")
+    assert later.reseeds == [moved]
+    assert later.state_dict()["reseeds"] == [moved]
+    for a, b in zip(cpu.seeds, later.seeds, strict=True):
+        for stream in STREAMS:
+            assert generator_state(getattr(a, stream)) == generator_state(getattr(b, stream))
+
+
+def test_a_random_state_of_unknown_size_is_refused():
+    assert state_device_type(bytes(5056)) == "cpu"
+    assert state_device_type(bytes(16)) == "cuda"
+    with pytest.raises(ValueError, match="12 bytes: neither a CPU generator's"):
+        state_device_type(bytes(12))
+
+
+def test_evaluations_before_the_last_use_the_rung_sample_count():
+    trial = Trial(tiny(steps=4, eval_every=2, n_eval_rung=20))
+    trial.run()
+    counts = [json.loads(report.protocol)["n_fake"] for report in trial.history]
+    assert counts == [20, 20, 50]  # steps 0 and 2 with the rung count, the last with n_eval
+    assert trial.history[-1].last
+    assert {len(s) for s in trial.samples.values()} == {4}
+
+
+@pytest.mark.parametrize("count", [5, 51])
+def test_a_rung_count_outside_10_to_n_eval_is_refused(count):
+    with pytest.raises(ConfigError) as error:
+        tiny(n_eval_rung=count)
+    assert error.value.field == "n_eval_rung"
+
+
+def test_a_trial_handed_no_protocol_for_its_rung_count_says_so():
+    assets = build_assets(datasets.load("ring8"), 50)
+    Trial(tiny(), assets=assets)  # one count, the one handed over
+    with pytest.raises(ValueError, match=r"20 fakes.*\[50\] only.*n_eval_rung"):
+        Trial(tiny(n_eval_rung=20), assets=assets)
+    both = [assets, build_assets(datasets.load("ring8"), 20)]
+    assert Trial(tiny(n_eval_rung=20), assets=both).rung_evaluator.n_fake == 20

@@ -11,6 +11,7 @@ worse than any real result) rather than raising, since a raised error makes Ray 
 """
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import torch
@@ -18,31 +19,19 @@ from torch import Tensor
 
 from ganlab.data import Data
 from ganlab.metrics import METRICS
-from ganlab.metrics.extractors import Extractor, load_extractor
-from ganlab.metrics.frechet import (
-    Statistics,
-    covariance_sqrt,
-    features_to_statistics,
-    statistics_to_frechet,
-)
+from ganlab.metrics.assets import EvalAssets, build_assets
+from ganlab.metrics.extractors import Extractor
+from ganlab.metrics.features import Features
+from ganlab.metrics.frechet import Statistics, features_to_statistics, statistics_to_frechet
 from ganlab.metrics.inception import WEIGHTS_SHA256_PREFIX
 from ganlab.metrics.inception_score import probabilities_to_inception_score
-from ganlab.metrics.kid import (
-    KID_SEED,
-    KID_SUBSETS,
-    kernel_sums_to_kid,
-    kid_subset_size,
-    kid_subsets,
-    subset_kernel_sums,
-    within_subset_sums,
-)
+from ganlab.metrics.kid import kernel_sums_to_kid, subset_kernel_sums, within_subset_sums
 from ganlab.metrics.modes import class_mode_statistics, mixture_mode_statistics
-from ganlab.metrics.prdc import PRDC_K, features_to_prdc, knn_radii, prdc_features
-from ganlab.metrics.reference import Reference, reference_statistics
+from ganlab.metrics.prdc import PRDC_K, features_to_prdc, prdc_features
 
 # Bump when a constant of the metrics changes (KID subsets, PRDC cap, IS splits, hq thresholds):
 # results computed under different versions then carry different protocols.
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3  # 3: the digits classifier ships as a file; reference_sha
 
 
 @dataclass(frozen=True)
@@ -67,6 +56,7 @@ class Protocol:
     standard_weights: bool = False  # Inception only: the sha256 prefix of the standard file
     features_from: str = ""  # what the extractor was trained on: "digits/train", "imagenet"
     fid_floor: float = 0.0  # FID of n_fake training samples against the reference
+    reference_sha: str = ""  # hash of the reference statistics and real side (`EvalAssets`)
     rank_deficient: bool = False  # min(n_real, n_fake) <= dim: FID's covariances are singular
     sampling: str = "eval"  # how G drew the samples (BatchNorm in eval mode)
 
@@ -75,11 +65,10 @@ class Protocol:
         return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
 
 
-def build_protocol(
-    data: Data, extractor: Extractor, reference: Reference, n_fake: int
-) -> Protocol:
-    """The protocol of evaluating `n_fake` samples of `data` against `reference`."""
+def build_protocol(data: Data, extractor: Extractor, assets: EvalAssets) -> Protocol:
+    """The protocol of evaluating `assets.n_fake` samples of `data` against its assets."""
     features_from = {"classifier": f"{data.classifier_data}/train", "inception": "imagenet"}
+    reference, n_fake = assets.reference, assets.n_fake
     return Protocol(
         extractor.name,
         extractor.weights,
@@ -91,6 +80,7 @@ def build_protocol(
         and extractor.weights.startswith(WEIGHTS_SHA256_PREFIX),
         features_from=features_from.get(extractor.name, ""),
         fid_floor=reference.floor,
+        reference_sha=assets.sha[:16],
         rank_deficient=min(reference.n, n_fake) <= reference.dim,
     )
 
@@ -98,38 +88,44 @@ def build_protocol(
 class Evaluator:
     """Scores `n_fake` generated samples against the dataset's real data.
 
-    `n_eval` None takes the dataset's protocol size (`data.n_eval`). Reported metrics:
+    `n_eval` None takes the dataset's protocol size (`data.n_eval`). `assets` are the
+    protocol's real side, made once for a whole sweep (`ganlab.metrics.assets`); without them
+    they are built here. Reported metrics:
     `fid`, `kid`, `precision`, `recall`, `density`, `coverage` always; `is` where the extractor
     has class probabilities; `modes`, `hq`, `kl_modes` where modes are defined (2-D mixtures,
     and class data with `data.n_modes`). `metrics` lists them.
     """
 
-    def __init__(self, data: Data, n_eval: int | None = None, device: str = "cpu"):
+    def __init__(
+        self,
+        data: Data,
+        n_eval: int | None = None,
+        device: str = "cpu",
+        assets: EvalAssets | None = None,
+    ):
         self.data = data
         self.n_fake = data.n_eval if n_eval is None else n_eval
         if self.n_fake <= PRDC_K:
             raise ValueError(f"n_eval must exceed k={PRDC_K} (k-NN metrics), got {self.n_fake}")
         self.device = device
-        self.extractor = load_extractor(data, device)
-        reference = reference_statistics(data, self.extractor, self.n_fake)
-        self.protocol = build_protocol(data, self.extractor, reference, self.n_fake)
-        # The real side is computed once, on the CPU, and then moved: the same numbers on every
-        # device, and nothing of it repeated per call.
-        real = reference.features
-        prdc_real = prdc_features(real)
-        kid_m = kid_subset_size(len(real), self.n_fake)
-        kid_real_idx = kid_subsets(len(real), kid_m, KID_SUBSETS, KID_SEED)
+        assets = build_assets(data, self.n_fake) if assets is None else assets
+        assets.check(data, self.n_fake)
+        self.extractor = assets.extractor_on(data, device)
+        self.protocol = build_protocol(data, self.extractor, assets)
+        # The real side was computed once, on the CPU, and is only moved here: the same numbers
+        # on every device and node, and nothing of it repeated per call.
+        reference = assets.reference
         self._real_stats = Statistics(
             reference.stats.mean.to(device), reference.stats.cov.to(device)
         )
-        self._real_cov_sqrt = covariance_sqrt(reference.stats.cov).to(device)
-        self._prdc_real = prdc_real.to(device)
-        self._prdc_real_radii = knn_radii(prdc_real, PRDC_K).to(device)
-        self._kid_m = kid_m
-        self._kid_real_idx = kid_real_idx.to(device)
-        self._kid_fake_idx = kid_subsets(self.n_fake, kid_m, KID_SUBSETS, KID_SEED + 1).to(device)
-        self._kid_real_within = within_subset_sums(real, kid_real_idx).to(device)
-        self._kid_real = real.to(device)
+        self._real_cov_sqrt = assets.cov_sqrt.to(device)
+        self._prdc_real = prdc_features(reference.features).to(device)
+        self._prdc_real_radii = assets.prdc_radii.to(device)
+        self._kid_m = assets.kid_m
+        self._kid_real_idx = assets.kid_real_idx().to(device)
+        self._kid_fake_idx = assets.kid_fake_idx().to(device)
+        self._kid_real_within = assets.kid_real_within.to(device)
+        self._kid_real = reference.features.to(device)
         self._centres = data.centres.to(device) if data.centres is not None else None
         self.metrics = self._metric_names()
 
@@ -155,16 +151,53 @@ class Evaluator:
             return self.worst()
         return dict(zip(self.metrics, read[1:], strict=True))
 
+    def evaluate_seeds(self, fakes: Sequence[Tensor]) -> list[dict[str, float] | None]:
+        """Metrics of each seed's fakes, as `__call__` gives them, with one extractor pass over
+        all of them and one read to the host; None for a seed whose samples are not all finite
+        (the trial marks it diverged)."""
+        if not fakes:
+            return []
+        measured = self.measure_seeds(fakes)
+        rows = torch.stack([
+            torch.stack([torch.isfinite(fake).all().double(), finite.double(),
+                         *(values[name] for name in self.metrics)])
+            for fake, (values, finite) in zip(fakes, measured, strict=True)
+        ]).tolist()  # fmt: skip
+        return [
+            None if not samples_finite else dict(zip(self.metrics, values, strict=True))
+            if finite else self.worst()
+            for samples_finite, finite, *values in rows
+        ]  # fmt: skip
+
     @torch.inference_mode()
     def measure(self, fake: Tensor) -> tuple[dict[str, Tensor], Tensor]:
         """Every metric of `fake` as a 0-d float64 tensor on the evaluator's device, and whether
         the samples and their features were all finite (where not, the values mean nothing).
         Reads nothing back to the host."""
+        fake = self._checked(fake)
+        return self._measure(fake, self.extractor(fake))
+
+    @torch.inference_mode()
+    def measure_seeds(self, fakes: Sequence[Tensor]) -> list[tuple[dict[str, Tensor], Tensor]]:
+        """`measure` of each seed's fakes, their features extracted in one pass (on a card, the
+        extractor's cost is its kernels, not its calls, once all seeds go through together)."""
+        fakes = [self._checked(fake) for fake in fakes]
+        extracted = self.extractor(torch.cat(fakes))
+        n = self.n_fake
+        probs = extracted.probs
+        return [
+            self._measure(fake, Features(extracted.features[i * n : (i + 1) * n],
+                                         None if probs is None else probs[i * n : (i + 1) * n]))
+            for i, fake in enumerate(fakes)
+        ]  # fmt: skip
+
+    def _checked(self, fake: Tensor) -> Tensor:
         expected = (self.n_fake, *self.data.shape)
         if tuple(fake.shape) != expected:
             raise ValueError(f"expected fake samples of shape {expected}, got {tuple(fake.shape)}")
-        fake = fake.to(self.device)
-        extracted = self.extractor(fake)
+        return fake.to(self.device)
+
+    def _measure(self, fake: Tensor, extracted: Features) -> tuple[dict[str, Tensor], Tensor]:
         features = extracted.features
         finite = torch.isfinite(fake).all() & torch.isfinite(features).all()
         # Non-finite features would make eigh raise: they are zeroed, and `finite` says so.
