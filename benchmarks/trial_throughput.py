@@ -32,7 +32,6 @@ from collections.abc import Callable
 
 import torch
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from ganlab import data as datasets
 from ganlab import execution, models
@@ -100,20 +99,8 @@ def seed_steps_per_s(contenders: Contenders, steps: int, repeats: int) -> dict[s
     return rates
 
 
-class OpCount(TorchDispatchMode):
-    """Counts the aten ops dispatched inside it (one per kernel launch on a card, views aside)."""
-
-    def __init__(self):
-        super().__init__()
-        self.n = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.n += 1
-        return func(*args, **(kwargs or {}))
-
-
 def ops_of(trial: Trial, steps: int) -> int:
-    with OpCount() as count:
+    with execution.OpCount() as count:
         trial.train(steps)
     return count.n
 

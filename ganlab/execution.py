@@ -18,6 +18,7 @@ The rule, and the measurements behind it (benchmarks/trial_throughput.py, one th
 """
 
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from ganlab.config import TrialConfig
 
@@ -37,3 +38,16 @@ def choose(config: TrialConfig, device: torch.device, n_seeds: int | None = None
     n_seeds = len(config.seeds) if n_seeds is None else n_seeds
     fewest = RULE.get(device.type, {}).get(config.arch)
     return "batched" if fewest is not None and n_seeds >= fewest else "sequential"
+
+
+class OpCount(TorchDispatchMode):
+    """Counts the aten ops dispatched inside it (one per kernel launch on a card, views aside):
+    what the rule weighs, and what benchmarks/trial_throughput.py and the tests count."""
+
+    def __init__(self):
+        super().__init__()
+        self.n = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        self.n += 1
+        return func(*args, **(kwargs or {}))

@@ -23,7 +23,6 @@ import pytest
 import torch
 from combinations import case_id, dataset_of, every_architecture_option, every_objective
 from torch import nn
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from ganlab import execution, initial, models, stacked
 from ganlab.adam import BatchedAdam
@@ -278,16 +277,6 @@ def test_batched_adam_is_fused_adam_with_a_per_seed_skip():
 # --- cost and choice ----------------------------------------------------------------------------
 
 
-class OpCount(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.n = 0
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        self.n += 1
-        return func(*args, **(kwargs or {}))
-
-
 @pytest.mark.parametrize("dataset,arch", [("ring8", "mlp"), ("digits", "dcgan")])
 def test_a_batched_step_dispatches_about_as_many_ops_for_eight_seeds_as_for_one(dataset, arch):
     counts = {}
@@ -295,7 +284,7 @@ def test_a_batched_step_dispatches_about_as_many_ops_for_eight_seeds_as_for_one(
         trial = Trial(config(dataset=dataset, arch=arch, seeds=list(range(k)),
                              execution="batched"))  # fmt: skip
         trial.train(1)
-        with OpCount() as count:
+        with execution.OpCount() as count:
             trial._batched.step()
         counts[k] = count.n
     assert counts[8] <= 1.5 * counts[1], counts
