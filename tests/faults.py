@@ -147,16 +147,18 @@ def _snapshot(run_dir: Path):
     return rows, points, doubled
 
 
-def _kill_marked(marker: str) -> None:
-    """End every process started with `marker` in its environment (Ray's, after a driver died)."""
+def kill_marked(marker: str) -> None:
+    """End every process started with `marker` in its command line or environment (Ray's,
+    after a driver died), never this one."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
+            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
             environ = (entry / "environ").read_bytes()
         except OSError:
             continue
-        if marker.encode() in environ:
+        if marker in command or marker.encode() in environ:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(int(entry.name), signal.SIGKILL)
 
@@ -186,7 +188,7 @@ def campaign(workdir: Path, faults: list[str], steps: int = 160, echo=print) -> 
         run_env = {**env, FAULT_ENV: fault or ""}
         done = subprocess.run([*command, *(["--resume"] if resume else [])], env=run_env,
                               capture_output=True, text=True, timeout=900)  # fmt: skip
-        _kill_marked(marker)
+        kill_marked(marker)
         rows, points, doubled = _snapshot(run_dir)
         lost = [k for k in before_rows if k not in rows] + [
             k for k in before_points if k not in points

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
-from faults import CAMPAIGN_SWEEP, _check_end, _kill_marked, campaign
+from faults import CAMPAIGN_SWEEP, _check_end, campaign, kill_marked
 
 from ganlab import rundir
 
@@ -76,7 +76,7 @@ def test_a_disk_that_fills_and_frees_pauses_the_sweep_and_resume_finishes_it(sma
         first = driver.wait(timeout=600)
     finally:
         driver.kill()
-        _kill_marked(f"GANLAB_CAMPAIGN={tmp_path.name}")
+        kill_marked(f"GANLAB_CAMPAIGN={tmp_path.name}")
     reader.join(timeout=5)
     text = "".join(output)
     assert first == 0, text[-4000:]  # the driver lived through the full disk
@@ -84,7 +84,7 @@ def test_a_disk_that_fills_and_frees_pauses_the_sweep_and_resume_finishes_it(sma
     for _ in range(2):  # trials that failed for good while the disk was full resume
         resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True,
                                  text=True, timeout=600)  # fmt: skip
-        _kill_marked(f"GANLAB_CAMPAIGN={tmp_path.name}")
+        kill_marked(f"GANLAB_CAMPAIGN={tmp_path.name}")
         assert resumed.returncode == 0, resumed.stderr[-4000:]
         try:
             assert _check_end(runs / "campaign") == 4

@@ -1,6 +1,5 @@
 """Fault tolerance on real Ray: a node lost mid-sweep, and a driver killed then resumed."""
 
-import contextlib
 import json
 import os
 import signal
@@ -14,6 +13,7 @@ import optuna
 import pytest
 import ray
 import torch
+from faults import kill_marked
 from ray.cluster_utils import Cluster
 
 from ganlab import preflight, results, rundir, spec, sweep
@@ -110,28 +110,6 @@ def test_losing_a_worker_node_mid_sweep_loses_and_doubles_nothing(tmp_path):
             assert rows.loc[(int(seed), report["step"]), "wall_s"] == report["wall_s"]
 
 
-def _ray_processes(marker: str) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
-            environ = (entry / "environ").read_bytes()
-        except OSError:
-            continue
-        if marker in command or marker.encode() in environ:
-            pids.append(int(entry.name))
-    return pids
-
-
-def _kill_all(marker: str) -> None:
-    for pid in _ray_processes(marker):
-        if pid != os.getpid():
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-
-
 def checkpoint_steps(trial_dir: Path) -> dict[Path, int]:
     """Each whole checkpoint directory of a trial and the step its state was saved at. A kill
     can leave a directory that Ray had begun to fill or to prune, without its state: not one
@@ -177,7 +155,7 @@ def test_a_killed_driver_resumes_from_checkpoints_and_locks_out_a_second_sweep(t
         driver.wait(timeout=30)
     finally:
         driver.kill()
-        _kill_all(marker)
+        kill_marked(marker)
     assert second.returncode == 2, second.stderr[-3000:]
     error = second.stderr.strip().splitlines()[-1]
     assert error.startswith(f"ganlab sweep: error: {path}: another sweep named 'killed' is ")
@@ -200,7 +178,7 @@ def test_a_killed_driver_resumes_from_checkpoints_and_locks_out_a_second_sweep(t
 
     resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True,
                              timeout=600)  # fmt: skip
-    _kill_all(marker)
+    kill_marked(marker)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     assert_whole_and_single(run_dir, n_trials=4, steps=KILLED_STEPS)
