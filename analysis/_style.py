@@ -38,17 +38,25 @@ def wants_log(values: np.ndarray | pd.Series, span: float = 100.0) -> bool:
     return bool(x.size and x.min() > 0 and x.max() / x.min() > span)
 
 
+def budget_text(row: pd.Series) -> str:
+    """How far a configuration trained and how its seeds ended: `1,500 steps: 3 pruned`."""
+    return f"{int(row['at_step']):,} steps: {row['statuses']}"
+
+
 def config_label(row: pd.Series, params: list[str], limit: int = 3) -> str:
-    """`#rank p=v, ...` with the first `limit` parameters (the most important first)."""
+    """`#rank p=v, ... · steps: statuses` with the first `limit` parameters (the most important
+    first)."""
     shown = ", ".join(f"{p}={format_value(row[p])}" for p in params[:limit])
-    return f"#{int(row['rank'])} {shown}".strip()
+    return f"#{int(row['rank'])} {shown} · {budget_text(row)}".replace("  ", " ")
 
 
 def config_hover(row: pd.Series, params: list[str], metric: str) -> str:
-    """Every searched parameter and the objective, for hover text."""
+    """Every searched parameter, the budget and the objective, for hover text."""
     lines = [f"config {row.name} (rank {int(row['rank'])})"]
     lines += [f"{p}: {format_value(row[p])}" for p in params]
-    lines.append(f"objective ({metric}): {format_value(row['objective'])}")
+    lines.append(budget_text(row))
+    lines.append(f"objective ({metric}) at step {int(row['at_step']):,}: "
+                 f"{format_value(row['objective'])}")  # fmt: skip
     lines.append(f"diverged: {format_value(100 * row['div_rate'])} % of seeds")
     return "<br>".join(lines)
 

@@ -6,8 +6,12 @@ Conventions, stated once because every figure relies on them:
 - Metric statistics (median, IQR) are over the seeds that neither diverged nor errored: a
   diverged seed has no final value, and its share is reported beside as the divergence rate.
 - Rates are over seeds that ran (status other than `error`): `div_rate` is the share with
-  status `diverged`, `collapse_rate` the share with status `collapsed`.
-- A configuration's `objective` is the median of its trials' robust objectives (one per trial).
+  status `diverged`. Collapse is judged only on seeds that trained every step (a seed ASHA
+  stopped is `pruned`, whatever its modes), so `collapse_rate` is the share `collapsed` of the
+  seeds that did (`completed` or `collapsed`), blank where none did.
+- Configurations are ranked by `ganlab.results.ranking`, the one ranking `ganlab results`
+  shares: those that trained every step first, then those stopped early (ASHA) by the step
+  they reached; each by the robust objective at its `at_step`, the median of its trials'.
 """
 
 import itertools
@@ -20,11 +24,18 @@ import numpy as np
 import pandas as pd
 
 from ganlab.metrics import METRICS, MODES
-from ganlab.results import config_columns
+from ganlab.results import (
+    ENDED_STATUSES,
+    JUDGED_STATUSES,
+    config_columns,
+    ranking,
+    status_counts,
+)
 from ganlab.rundir import JOURNAL
 
 NO_METRICS = ("diverged", "error")  # statuses whose seeds carry no final metric values
 QUANTILES = (0.25, 0.5, 0.75)
+BLANK = "—"  # what the page shows for a value that does not apply or was not measured
 
 
 class Objective(NamedTuple):
@@ -43,8 +54,9 @@ def objective_of(trials: pd.DataFrame) -> Objective:
 
 
 def searched_parameters(trials: pd.DataFrame) -> list[str]:
-    """Configuration columns that vary across the trials, in schema order."""
-    return [c for c in config_columns(trials) if trials[c].nunique(dropna=False) > 1]
+    """Configuration columns that take more than one value across the trials, in schema order
+    (a blank, a field that does not apply, is not a value of its own)."""
+    return [c for c in config_columns(trials) if trials[c].nunique() > 1]
 
 
 def per_trial(trials: pd.DataFrame) -> pd.DataFrame:
@@ -62,9 +74,11 @@ def is_better(mode: str) -> bool:
 def config_stats(trials: pd.DataFrame, metrics: tuple[str, ...] | None = None) -> pd.DataFrame:
     """Per configuration: parameters, seed counts, rates, objective and metric quantiles.
 
-    One row per `config_id`, sorted best first, with a 1-based `rank`. For each metric `m`
-    defined anywhere in the table: `m_q25`, `m_median`, `m_q75` and `m_iqr` of the final
-    values over the seeds that neither diverged nor errored.
+    One row per `config_id`, in `ganlab.results.ranking`'s order (best first) with its
+    `rank`, `at_step` (the step its numbers are from), `stopped`, `objective` and `statuses`
+    (its seeds by status). For each metric `m` defined anywhere in the table: `m_q25`,
+    `m_median`, `m_q75` and `m_iqr` of the final values over the seeds that neither diverged
+    nor errored.
     """
     metrics = metrics or tuple(m for m in METRICS if trials[f"final_{m}"].notna().any())
     groups = trials.groupby("config_id", sort=False)
@@ -72,12 +86,15 @@ def config_stats(trials: pd.DataFrame, metrics: tuple[str, ...] | None = None) -
     out = groups[config_columns(trials)].first()
     out["n_trials"] = groups["trial_id"].nunique()
     out["n_seeds"] = ran.groupby(trials["config_id"], sort=False).sum()
-    for name, status in (("div_rate", "diverged"), ("collapse_rate", "collapsed")):
-        count = (trials["status"] == status).groupby(trials["config_id"], sort=False).sum()
-        out[name] = count / out["n_seeds"].where(out["n_seeds"] > 0)
+    by_config = trials["config_id"]
+    ended = trials["status"].isin(ENDED_STATUSES).groupby(by_config, sort=False).sum()
+    judged = trials["status"].isin(JUDGED_STATUSES).groupby(by_config, sort=False).sum()
+    for name, status, whole in (("div_rate", "diverged", judged),
+                                ("collapse_rate", "collapsed", ended)):  # fmt: skip
+        count = (trials["status"] == status).groupby(by_config, sort=False).sum()
+        out[name] = count / whole.where(whole > 0)
     out["n_errors"] = groups.size() - out["n_seeds"]
-    objective = per_trial(trials).groupby("config_id", sort=False)["objective"].median()
-    out["objective"] = objective.reindex(out.index)
+    out["statuses"] = groups["status"].agg(status_counts)
     usable = trials[~trials["status"].isin(NO_METRICS)]
     if metrics:
         columns = [f"final_{m}" for m in metrics]
@@ -89,16 +106,10 @@ def config_stats(trials: pd.DataFrame, metrics: tuple[str, ...] | None = None) -
                 values = q[column] if column in q.columns else np.nan
                 out[f"{m}_{suffix}"] = pd.Series(values, dtype=float).reindex(out.index)
             out[f"{m}_iqr"] = out[f"{m}_q75"] - out[f"{m}_q25"]
-    return rank_configs(out, objective_of(trials).mode)
-
-
-def rank_configs(stats: pd.DataFrame, mode: str) -> pd.DataFrame:
-    """`stats` sorted best first (ties: lower divergence rate first), with a 1-based `rank`."""
-    stats = stats.sort_values(
-        ["objective", "div_rate"], ascending=[is_better(mode), True], na_position="last"
-    )
-    stats.insert(0, "rank", np.arange(1, len(stats) + 1))
-    return stats
+    ranked = ranking(trials)
+    out = out.reindex(ranked.index)
+    ranked = ranked[["rank", "at_step", "stopped", "objective"]]
+    return pd.concat([ranked[["rank"]], out, ranked.drop(columns="rank")], axis=1)
 
 
 class BudgetCurve(NamedTuple):
@@ -256,25 +267,30 @@ def parameter_bins(values: pd.Series, max_bins: int = 8) -> tuple[np.ndarray, li
     t = np.log10(x) if log else x
     edges = np.unique(np.nanquantile(t, np.linspace(0, 1, max_bins + 1)))
     codes = np.clip(np.searchsorted(edges, t, side="right") - 1, 0, len(edges) - 2)
+    codes[np.isnan(t)] = -1  # a field that does not apply (clip without wasserstein): no bin
     unit = (lambda e: 10**e) if log else (lambda e: e)
     labels = [
         f"{format_value(unit(a))}–{format_value(unit(b))}" for a, b in itertools.pairwise(edges)
     ]
     used = np.unique(codes)  # quantile edges can leave a bin empty; renumber densely
+    used = used[used >= 0]
     remap = np.full(len(labels), -1)
     remap[used] = np.arange(len(used))
-    return remap[codes], [labels[i] for i in used]
+    return np.where(codes >= 0, remap[codes], -1), [labels[i] for i in used]
 
 
 def format_value(value: object) -> str:
-    """A parameter or metric value for display (tables keep the full precision)."""
+    """A parameter or metric value for display (tables keep the full precision); `BLANK` for
+    a missing one (a field that does not apply, a metric not measured)."""
+    if value is None or value is pd.NA:
+        return BLANK
     if isinstance(value, bool | np.bool_):
         return str(bool(value))
     if isinstance(value, int | np.integer):
         return str(int(value))
     if isinstance(value, float | np.floating):
         if not np.isfinite(value):
-            return "–"
+            return BLANK
         return f"{value:.3g}"
     return str(value)
 

@@ -10,6 +10,7 @@ import plotly.graph_objects as go
 from analysis._style import base_layout, color, empty_figure, points_box, wants_log
 from analysis.aggregate import BudgetCurve, budget_curves, is_better, per_trial
 from analysis.summary import SummaryInfo
+from ganlab.results import JUDGED_STATUSES
 
 DASHES = ("solid", "dash")
 
@@ -121,12 +122,13 @@ class PerLossInfo(NamedTuple):
 def get_per_loss_info(
     names: list[str], trials: list[pd.DataFrame], metric: str, mode: str
 ) -> PerLossInfo:
-    """Per run: every trial's objective by loss, and diverged seeds / seeds that ran."""
+    """Per run: every trial's objective by loss, and diverged seeds / judged seeds (pruned ones
+    left out: `results.JUDGED_STATUSES`)."""
     objectives, rates = [], {}
     for name, table in zip(names, trials, strict=True):
         rows = per_trial(table)
         objectives.append(rows.loc[np.isfinite(rows["objective"]), ["loss", "objective"]])
-        ran = table[table["status"] != "error"]
+        ran = table[table["status"].isin(JUDGED_STATUSES)]
         rates[name] = (ran["status"] == "diverged").groupby(ran["loss"]).mean()
     return PerLossInfo(names, objectives, pd.DataFrame(rates).sort_index(), metric, mode)
 

@@ -1,5 +1,6 @@
 """Convergence curves: the objective metric and the losses against step, median and IQR band
-over seeds, one line per configuration."""
+over seeds, one line per configuration. D's and G's losses are drawn in a column per loss
+function: their values mean different things under each (a hinge loss is not a minimax one)."""
 
 from typing import NamedTuple
 
@@ -17,6 +18,8 @@ class ConvergenceInfo(NamedTuple):
     configs: pd.DataFrame  # the configurations drawn, best first: rank, label, hover, group
     signals: list[str]  # one panel each, top to bottom
     n_configs: int  # configurations in the run (the figure may show fewer)
+    metric: str = ""  # the objective's metric: one panel over every loss
+    losses: tuple[str, ...] = ()  # the loss functions of the drawn configurations, a column each
 
 
 def select_configs(
@@ -74,8 +77,11 @@ def get_convergence_info(
     configs = chosen.assign(
         label=[config_label(row, params) for _, row in chosen.iterrows()],
         hover=[config_hover(row, params, metric) for _, row in chosen.iterrows()],
-    )[["rank", "group", "label", "hover", "objective"]]
-    return ConvergenceInfo(curves, configs, panels, len(stats))
+    )
+    configs = configs[[c for c in ("rank", "group", "label", "hover", "objective", "loss")
+                       if c in configs.columns]]  # fmt: skip
+    losses = tuple(sorted(configs["loss"].unique())) if "loss" in configs else ()
+    return ConvergenceInfo(curves, configs, panels, len(stats), metric, losses)
 
 
 def plot_convergence(info: ConvergenceInfo) -> go.Figure:
@@ -83,16 +89,19 @@ def plot_convergence(info: ConvergenceInfo) -> go.Figure:
     toggles a configuration in every panel at once."""
     if info.curves.empty:
         return empty_figure("No metrics were recorded for any configuration.")
+    columns = {loss: c for c, loss in enumerate(info.losses or ("",), start=1)}
     fig = make_subplots(
         rows=len(info.signals),
-        cols=1,
-        shared_xaxes=True,
+        cols=len(columns),
+        specs=[_row_spec(signal == info.metric, len(columns)) for signal in info.signals],
         vertical_spacing=0.06,
-        subplot_titles=info.signals,
+        horizontal_spacing=0.05,
+        subplot_titles=_titles(info, list(columns)),
     )
     by_key = {key: group for key, group in info.curves.groupby(["config_id", "signal"])}
     for i, (config_id, config) in enumerate(info.configs.iterrows()):
         for r, signal in enumerate(info.signals, start=1):
+            col = 1 if signal == info.metric else columns.get(config.get("loss", ""), 1)
             curve = by_key.get((config_id, signal))
             if curve is None:
                 continue
@@ -112,7 +121,7 @@ def plot_convergence(info: ConvergenceInfo) -> go.Figure:
                     showlegend=False,
                 ),
                 row=r,
-                col=1,
+                col=col,
             )
             fig.add_trace(
                 go.Scatter(
@@ -131,19 +140,51 @@ def plot_convergence(info: ConvergenceInfo) -> go.Figure:
                     "<extra></extra>",
                 ),
                 row=r,
-                col=1,
+                col=col,
             )
     for r, signal in enumerate(info.signals, start=1):
-        values = info.curves.loc[info.curves["signal"] == signal, "median"]
-        if wants_log(values, span=10):
-            fig.update_yaxes(type="log", row=r, col=1)
-    fig.update_xaxes(title_text="step", row=len(info.signals), col=1)
+        for loss, col in columns.items():
+            if signal == info.metric and col > 1:
+                break
+            shown = info.configs.index
+            if signal != info.metric and "loss" in info.configs:
+                shown = info.configs.index[info.configs["loss"] == loss]
+            here = (info.curves["signal"] == signal) & info.curves["config_id"].isin(shown)
+            if wants_log(info.curves.loc[here, "median"], span=10):
+                fig.update_yaxes(type="log", row=r, col=col)
+    for col in columns.values():
+        fig.update_xaxes(title_text="step", row=len(info.signals), col=col)
     shown = len(info.configs)
     title = (
         f"{shown} of {info.n_configs} configurations (best ranked, then worst dotted)"
         if shown < info.n_configs
         else f"all {shown} configurations"
     )
-    fig = base_layout(fig, title, 240 * len(info.signals) + 120)
-    fig.update_layout(legend={"title": {"text": "configuration (click to toggle)"}})
+    legend = 22 * len(info.configs) + 40  # below the panels: the names are long
+    fig = base_layout(fig, title, 240 * len(info.signals) + 120 + legend)
+    below = -70 / (240 * len(info.signals) + 10)  # under the x axes' titles, in paper units
+    fig.update_layout(
+        legend={"title": {"text": "configuration (click to toggle)", "side": "top"},
+                "orientation": "h", "x": 0, "y": below, "yanchor": "top",
+                "entrywidth": 1.0, "entrywidthmode": "fraction"},
+        margin={"b": 50 + legend},
+    )  # fmt: skip
+    fig.update_annotations(font_size=11)
+    if len(columns) > 1:
+        fig.update_xaxes(nticks=4)
     return fig
+
+
+def _row_spec(spans: bool, columns: int) -> list[dict | None]:
+    """One panel across every column (the metric), or one per column (a loss function)."""
+    return [{"colspan": columns}] + [None] * (columns - 1) if spans else [{}] * columns
+
+
+def _titles(info: ConvergenceInfo, losses: list[str]) -> list[str]:
+    titles = []
+    for signal in info.signals:
+        if signal == info.metric or losses == [""]:
+            titles.append(signal)
+        else:
+            titles += [f"{signal} · {loss}" for loss in losses]
+    return titles

@@ -10,12 +10,14 @@ from plotly.subplots import make_subplots
 
 from analysis._style import base_layout, empty_figure, points_box, wants_log
 from analysis.aggregate import format_value, is_better, per_trial
+from ganlab.results import ENDED_STATUSES
 
 GROUPINGS = ("loss", "arch", "penalty")
 
 
 class DistributionInfo(NamedTuple):
-    trials: pd.DataFrame  # per trial with a finite objective: objective, groupings, penalised
+    # per trial with a finite objective: objective, groupings, penalised, stopped, steps
+    trials: pd.DataFrame
     groupings: list[str]  # the columns drawn, one panel each: loss always, others if they vary
     orders: dict[str, list]  # per grouping, its values best median first
     metric: str
@@ -34,7 +36,11 @@ def get_distribution_info(trials: pd.DataFrame, metric: str, mode: str) -> Distr
         orders[g] = list(medians.sort_values(ascending=is_better(mode)).index)
     columns = ["trial_id", "config_id", "objective", *groupings]
     # With at least half the seeds diverged, the robust median is set by the penalty value.
-    frame = rows[columns].assign(penalised=(rows["div_rate"] >= 0.5).to_numpy())
+    penalised = (rows["div_rate"] >= 0.5).to_numpy()
+    ended = trials["status"].isin(ENDED_STATUSES).groupby(trials["trial_id"]).any()
+    stopped = ~ended.reindex(rows["trial_id"]).fillna(False).to_numpy(dtype=bool) & ~penalised
+    steps = trials.groupby("trial_id")["steps_done"].max().reindex(rows["trial_id"]).to_numpy()
+    frame = rows[columns].assign(penalised=penalised, stopped=stopped, steps=steps)
     return DistributionInfo(
         frame.reset_index(drop=True),
         groupings,
@@ -57,11 +63,11 @@ def plot_distribution(info: DistributionInfo) -> go.Figure:
         subplot_titles=[f"per {g}" for g in info.groupings],
         column_widths=[max(1, len(info.orders[g])) for g in info.groupings],
     )
-    penalised = info.trials["penalised"]
+    apart = info.trials["penalised"] | info.trials["stopped"]
     for c, g in enumerate(info.groupings, start=1):
         for i, value in enumerate(info.orders[g]):
             here = info.trials[g] == value
-            rows = info.trials[here & ~penalised]
+            rows = info.trials[here & ~apart]
             fig.add_trace(
                 points_box(
                     rows["objective"].to_numpy(),
@@ -77,7 +83,8 @@ def plot_distribution(info: DistributionInfo) -> go.Figure:
                 row=1,
                 col=c,
             )
-            failed = info.trials[here & penalised]
+            _stopped_points(fig, info, info.trials[here & info.trials["stopped"]], g, value, c)
+            failed = info.trials[here & info.trials["penalised"]]
             if len(failed):
                 # At the penalty value, apart from the box, so that they do not stretch it.
                 fig.add_trace(
@@ -99,3 +106,26 @@ def plot_distribution(info: DistributionInfo) -> go.Figure:
     better = "lower" if is_better(info.mode) else "higher"
     fig.update_yaxes(title_text=f"objective ({info.metric}, {better} is better)", row=1, col=1)
     return base_layout(fig, f"{len(info.trials)} trials", 460)
+
+
+def _stopped_points(
+    fig: go.Figure, info: DistributionInfo, rows: pd.DataFrame, g: str, value: object, col: int
+) -> None:
+    """Trials stopped early (ASHA) beside their group's box: their objective is from the step
+    they stopped at, not comparable with the box's."""
+    if rows.empty:
+        return
+    fig.add_trace(
+        go.Scatter(
+            x=[format_value(value)] * len(rows),
+            y=rows["objective"].to_numpy(),
+            mode="markers",
+            marker={"symbol": "diamond-open", "size": 8, "color": "#777"},
+            customdata=np.stack([rows["trial_id"], rows["steps"]], axis=1),
+            showlegend=False,
+            hovertemplate=f"{g}={format_value(value)}<br>%{{customdata[0]}}<br>stopped early at "
+            f"step %{{customdata[1]:,}}: {info.metric} %{{y:.4g}} there<extra></extra>",
+        ),
+        row=1,
+        col=col,
+    )

@@ -12,7 +12,12 @@ outcomes per seed that ran (status other than `error`):
 The effect of a level is its summary minus the baseline's. The interval is a two-stage
 bootstrap: configurations are drawn with replacement within each level, then seeds within each
 drawn configuration, so both the spread between configurations and the luck of the seeds widen
-it. An interval that contains 0 means the data cannot tell the level from the baseline.
+it. An interval that contains 0 means the data cannot tell the level from the baseline. An
+outcome that takes one value over a factor's seeds (no seed diverged, say) is left out for it.
+
+Every compared seed is measured at one budget (`at_common_step`): the last evaluation step that
+every trial that ran reached (ASHA's rung where it stopped trials; the last step where none
+was stopped), so a trial stopped early is never compared with one that trained on.
 """
 
 import math
@@ -55,6 +60,57 @@ class EffectsInfo(NamedTuple):
     metric: str  # the objective's metric
     mode: str  # "min" or "max"
     n_boot: int
+    budget: "Budget | None" = None  # the step every compared seed is measured at
+
+
+class Budget(NamedTuple):
+    """The step the effects compare every seed at, and why that one."""
+
+    step: int
+    stopped: int  # trials that stopped before their last step (ASHA, a time budget)
+    ended: int  # trials that trained past it or ended at it
+    why: str  # one sentence for the page
+
+    @property
+    def label(self) -> str:
+        return f"step {self.step:,}"
+
+
+def at_common_step(trials: pd.DataFrame, metrics: pd.DataFrame) -> tuple[pd.DataFrame, Budget]:
+    """`trials` with each seed's final values and divergence as they were at the last
+    evaluation step every trial that ran reached (a trial all of whose seeds diverged reached
+    its divergence: those seeds count as diverged at any later step), and that step."""
+    ran = trials[trials["status"] != "error"]
+    if ran.empty:
+        return trials, Budget(0, 0, 0, "No trial ran.")
+    reach = ran.groupby("trial_id")["steps_done"].max()
+    alive = ran[ran["status"] != "diverged"].groupby("trial_id")["steps_done"].max()
+    step = int(alive.min()) if len(alive) else int(reach.max())
+    ends = ran.groupby("trial_id")["steps"].first()
+    stopped = int((alive < ends.reindex(alive.index)).sum())
+    if (alive == step).all() and stopped == 0:
+        why = f"Every trial that ran ended at step {step:,}: each seed is compared at its end."
+        return trials, Budget(step, 0, len(reach), why)
+    why = (
+        f"Compared at step {step:,}, the last step every trial that ran reached"
+        + (f" ({stopped} were stopped early, by ASHA or a time budget)" if stopped else "")
+        + ": a trial that trained on is read at that step too, never at its own end."
+    )
+    return _values_at(trials, metrics, step), Budget(step, stopped, len(reach) - stopped, why)
+
+
+def _values_at(trials: pd.DataFrame, metrics: pd.DataFrame, step: int) -> pd.DataFrame:
+    """Each seed's metric values at `step` in place of its final ones; status `diverged` for
+    the seeds that had diverged by then, `ran` for the others (`error` kept)."""
+    at = metrics[metrics["step"] == step].set_index(["trial_id", "seed"])
+    key = pd.MultiIndex.from_frame(trials[["trial_id", "seed"]])
+    out = trials.copy()
+    for m in METRICS:
+        if m in at.columns and f"final_{m}" in out.columns:
+            out[f"final_{m}"] = at[m].reindex(key).to_numpy(dtype=float)
+    gone = (out["diverged_step"].astype("Float64") <= step).fillna(False).to_numpy(dtype=bool)
+    out["status"] = np.where(out["status"] == "error", "error", np.where(gone, "diverged", "ran"))
+    return out
 
 
 def seed_outcomes(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
@@ -130,7 +186,7 @@ def factor_effects(
     rng = np.random.default_rng(BOOT_SEED)
     effects = []
     for outcome in OUTCOMES:
-        if outcomes[outcome].isna().all():
+        if outcomes[outcome].nunique() <= 1:  # one value (or none) over the factor's seeds
             continue
         groups = [outcomes[levels == code] for code in range(len(labels))]
         padded = [_padded(g[outcome].to_numpy(float), g["config_id"].to_numpy()) for g in groups]
@@ -165,9 +221,15 @@ def _interval(diff: np.ndarray) -> tuple[float, float]:
 
 
 def get_effects_info(
-    trials: pd.DataFrame, params: list[str], metric: str, mode: str, n_boot: int = N_BOOT
+    trials: pd.DataFrame,
+    params: list[str],
+    metric: str,
+    mode: str,
+    n_boot: int = N_BOOT,
+    budget: Budget | None = None,
 ) -> EffectsInfo:
-    """Every searched factor's effects on the objective, modes and divergence."""
+    """Every searched factor's effects on the objective, modes and divergence, from the seeds'
+    final values in `trials` (`at_common_step` gives them at one `budget`)."""
     outcomes = seed_outcomes(trials, metric)
     effects = []
     for factor in params:
@@ -177,7 +239,7 @@ def get_effects_info(
         defined = levels >= 0  # a conditional field (clip, penalty_weight) only where it applies
         rows = outcomes[defined].reset_index(drop=True)
         effects += factor_effects(rows, levels[defined], labels, factor, n_boot)
-    return EffectsInfo(effects, metric, mode, n_boot)
+    return EffectsInfo(effects, metric, mode, n_boot, budget)
 
 
 def includes_no_effect(effect: Effect) -> bool:
@@ -194,7 +256,7 @@ def describe(effect: Effect, mode: str) -> str:
         f"{effect.n_configs} configurations, {effect.n_seeds} seeds)"
     )
     if includes_no_effect(effect):
-        return f"{head}: the interval includes no effect, the data cannot tell them apart."
+        return f"{head}: the interval includes zero, the data cannot tell them apart."
     up = effect.estimate > 0
     if effect.outcome == "objective":
         word = "better" if up == (mode == "max") else "worse"
@@ -202,14 +264,14 @@ def describe(effect: Effect, mode: str) -> str:
         word = "more modes" if up else "fewer modes"
     else:
         word = "diverges more often" if up else "diverges less often"
-    return f"{head}: {word}, the interval excludes no effect."
+    return f"{head}: {word}, the interval excludes zero."
 
 
 def plot_effects(info: EffectsInfo) -> go.Figure:
     """One panel per outcome: each level's effect against its baseline with its interval."""
     outcomes = [o for o in OUTCOMES if any(e.outcome == o for e in info.effects)]
     if not outcomes:
-        return empty_figure("No searched factor has two levels with seeds that ran.")
+        return empty_figure("No searched factor has two levels whose seeds differ in any outcome.")
     fig = make_subplots(
         rows=1, cols=len(outcomes), shared_yaxes=True,
         subplot_titles=[f"{OUTCOMES[o]} (vs baseline)" for o in outcomes],
@@ -237,18 +299,50 @@ def plot_effects(info: EffectsInfo) -> go.Figure:
         )
         fig.add_vline(x=0, line={"color": "#888", "dash": "dot"}, row=1, col=col)
     height = 160 + 28 * len({(e.factor, e.level) for e in info.effects})
-    return base_layout(fig, "Effect of each searched factor (bootstrap 95 % intervals)", height)
+    at = f" at {info.budget.label}" if info.budget else ""
+    return base_layout(fig, f"Effect of each searched factor{at} (bootstrap 95 % intervals)",
+                       height)  # fmt: skip
 
 
 def _marker_color(effect: Effect) -> str:
     return NO_EFFECT_GREY if includes_no_effect(effect) else color(1)
 
 
-def effect_sentences(info: EffectsInfo) -> list[str]:
-    """The effects in words, the objective's first."""
+def ordered(info: EffectsInfo) -> list[Effect]:
+    """The effects, the objective's first, then by factor and level."""
     order = {o: i for i, o in enumerate(OUTCOMES)}
-    ranked = sorted(info.effects, key=lambda e: (order[e.outcome], e.factor, e.level))
-    return [describe(e, info.mode) for e in ranked]
+    return sorted(info.effects, key=lambda e: (order[e.outcome], e.factor, e.level))
+
+
+def effect_sentences(info: EffectsInfo) -> list[str]:
+    """In words, only the effects whose interval excludes zero (or one line saying none does),
+    each at the budget it was measured at."""
+    at = f"At {info.budget.label}: " if info.budget else ""
+    found = [at + describe(e, info.mode) for e in ordered(info) if not includes_no_effect(e)]
+    if found:
+        return found
+    line = (
+        "no outcome differs between the levels of any searched factor: there is no effect to "
+        "estimate."
+        if not info.effects
+        else "no effect's 95 % interval excludes zero: the data cannot tell any level of a "
+        "searched factor from its baseline."
+    )
+    return [at + line if at else line[0].upper() + line[1:]]
+
+
+EFFECT_COLUMNS = ("outcome", "factor", "level", "baseline", "effect", "95 % interval",
+                  "configurations", "seeds", "excludes 0")  # fmt: skip
+
+
+def effect_rows(info: EffectsInfo) -> list[tuple[str | float | int, ...]]:
+    """The effects as rows of `EFFECT_COLUMNS` (numbers kept as numbers, for sorting)."""
+    return [
+        (OUTCOMES[e.outcome], e.factor, e.level, e.baseline, e.estimate,
+         f"{e.lo:+.3g} to {e.hi:+.3g}", e.n_configs, e.n_seeds,
+         "no" if includes_no_effect(e) else "yes")
+        for e in ordered(info)
+    ]  # fmt: skip
 
 
 class Verdict(NamedTuple):
@@ -268,32 +362,45 @@ def seed_bootstrap(values: np.ndarray, rng: np.random.Generator, n_boot: int) ->
 def get_verdict(
     trials: pd.DataFrame, stats: pd.DataFrame, metric: str, mode: str, top: int = 10
 ) -> Verdict:
-    """Rank 1 against the next `top - 1` configurations, by a bootstrap over their seeds."""
+    """Rank 1 against the next `top - 1` configurations at its budget (the same `at_step`, and
+    trained to the end or stopped alike), by a bootstrap over their seeds."""
     outcomes = seed_outcomes(trials, metric)
     by_config = {c: g["objective"].to_numpy() for c, g in outcomes.groupby("config_id")}
-    ranked = [c for c in stats.index if c in by_config][:top]
+    ranked = [c for c in stats.index if c in by_config]
+    if ranked and "at_step" in stats:
+        first = stats.loc[ranked[0], ["at_step", "stopped"]]
+        same = (stats["at_step"] == first["at_step"]) & (stats["stopped"] == first["stopped"])
+        ranked = [c for c in ranked if same[c]]
+    ranked = ranked[:top]
     if len(ranked) < 2:
-        return Verdict([], 0, "Only one configuration ran: there is nothing to rank it against.")
+        return Verdict([], 0, "No other configuration trained as far as the best one: there is "
+                       "nothing to rank it against at its budget.")  # fmt: skip
     rng = np.random.default_rng(BOOT_SEED)
     best = seed_bootstrap(by_config[ranked[0]], rng, N_BOOT)
     tail = (1 - LEVEL) / 2
     ties = []
-    for rank, config in enumerate(ranked[1:], start=2):
+    for position, config in enumerate(ranked[1:], start=2):
+        rank = int(stats.loc[config, "rank"]) if "rank" in stats else position
         diff = best - seed_bootstrap(by_config[config], rng, N_BOOT)
         lo, hi = np.quantile(diff, [tail, 1 - tail])
         if lo <= 0 <= hi:
             ties.append(rank)
-    return Verdict(ties, len(ranked) - 1, _verdict_sentence(ties, len(ranked) - 1))
+    at = ""
+    if "at_step" in stats:
+        first = stats.loc[ranked[0]]
+        how = "stopped" if first["stopped"] else "trained to their end"
+        at = f" Compared at step {int(first['at_step']):,}, among configurations {how} there."
+    return Verdict(ties, len(ranked) - 1, _verdict_sentence(ties, len(ranked) - 1) + at)
 
 
 def _verdict_sentence(ties: list[int], compared: int) -> str:
     if not ties:
         return (
             f"The best configuration is better than each of the next {compared} "
-            "(95 % bootstrap intervals over their seeds exclude no difference)."
+            "(the 95 % bootstrap interval of each difference, over their seeds, excludes zero)."
         )
     ranks = ", ".join(f"#{r}" for r in ties)
     return (
         f"No winner: the seeds cannot separate #1 from {ranks} (the 95 % bootstrap interval "
-        "of each difference includes none). Treat them as tied, or run more seeds."
+        "of each difference includes zero). Treat them as tied, or run more seeds."
     )

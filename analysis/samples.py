@@ -32,6 +32,13 @@ class SampleSet(NamedTuple):
     dataset: str
     kind: str  # "points" or "images"
     seeds: list[SeedSamples]
+    step: int  # the evaluation the samples were drawn at (the trial's last)
+    statuses: str  # the configuration's seeds by status, e.g. "3 pruned"
+
+    @property
+    def title(self) -> str:
+        """`best #1 · step 1,500 · 3 pruned`: what every panel of the set is titled with."""
+        return f"{self.group} #{self.rank} · step {self.step:,} · {self.statuses}"
 
 
 class SamplesInfo(NamedTuple):
@@ -96,6 +103,8 @@ def get_samples_info(
                     str(rows["dataset"].iloc[0]),
                     sample_kind(seeds[0].values.shape),
                     seeds,
+                    int(rows["step"].max()),
+                    str(row["statuses"]),
                 )
             )
     real = {}
@@ -119,7 +128,7 @@ def plot_sample_points(info: SamplesInfo) -> go.Figure:
     cols = max(len(best), len(worst))
     grid = [best, worst] if worst else [best]
     titles = [
-        f"{s.group} #{s.rank}<br>{s.label}" if s else ""
+        f"{s.title}<br>{s.label}" if s else ""
         for row in grid
         for s in row + [None] * (cols - len(row))
     ]
@@ -154,7 +163,7 @@ def plot_sample_points(info: SamplesInfo) -> go.Figure:
             axis = "" if (r - 1) * cols + c == 1 else str((r - 1) * cols + c)
             fig.update_yaxes(scaleanchor=f"x{axis}", scaleratio=1, row=r, col=c)
     fig.update_annotations(font_size=10)
-    return base_layout(fig, "samples at the last evaluation", 330 * len(grid) + 80)
+    return base_layout(fig, "samples at each trial's last evaluation", 330 * len(grid) + 80)
 
 
 def _points(
@@ -232,12 +241,15 @@ def sample_grids_html(info: SamplesInfo, scale: int = 3, max_images: int = 64) -
             real = [("real", info.real[dataset][:max_images])]
             parts.append(_grid_row(f"real data ({dataset})", "", real, scale))
     for s in sets:
-        title = f"{s.group}: #{s.rank} {s.label}"
+        title = f"{s.title} · {s.label}"
         detail = (
-            f"objective {format_value(s.objective)} · diverged "
+            f"objective {format_value(s.objective)} at step {s.step:,} · diverged "
             f"{format_value(100 * s.div_rate)} % of seeds · config {s.config_id}"
         )
-        grids = [(f"seed {x.seed} · {x.status}", x.values[:max_images]) for x in s.seeds]
+        grids = [
+            (f"seed {x.seed} · {x.status} · step {s.step:,}", x.values[:max_images])
+            for x in s.seeds
+        ]
         parts.append(_grid_row(title, detail, grids, scale))
     return "\n".join(parts)
 

@@ -114,6 +114,9 @@ def get_parallel_info(
     searched = searched_parameters(rows)
     order = [p for p in importance if p in searched] + [p for p in searched if p not in importance]
     dimensions = [_dimension(rows[p], p, max_ticks) for p in order]
+    reached = trials.groupby("trial_id")["steps_done"].max().reindex(rows["trial_id"])
+    if reached.nunique() > 1:  # trials stopped at different steps: say where each value is from
+        dimensions.append(_dimension(reached.reset_index(drop=True), "steps reached", max_ticks))
     objective = rows["objective"].to_numpy(dtype=float)
     log = wants_log(objective)
     shown = np.log10(objective) if log else objective

@@ -8,6 +8,7 @@ import plotly.graph_objects as go
 
 from analysis._style import base_layout, empty_figure
 from analysis.aggregate import parameter_bins
+from ganlab.results import JUDGED_STATUSES
 
 
 class DivergenceInfo(NamedTuple):
@@ -25,10 +26,11 @@ def learning_rate_column(trials: pd.DataFrame) -> str:
 def get_divergence_info(
     trials: pd.DataFrame, lr: str | None = None, max_bins: int = 8
 ) -> DivergenceInfo:
-    """Diverged seeds / seeds that ran, per loss and learning-rate bin (log-spaced quantile
-    bins where the sweep sampled many learning rates)."""
+    """Diverged seeds / judged seeds (`results.JUDGED_STATUSES`: pruned ones left out), per
+    loss and learning-rate bin (log-spaced quantile bins where the sweep sampled many learning
+    rates)."""
     lr = lr or learning_rate_column(trials)
-    ran = trials[trials["status"] != "error"].reset_index(drop=True)
+    ran = trials[trials["status"].isin(JUDGED_STATUSES)].reset_index(drop=True)
     codes, labels = parameter_bins(ran[lr], max_bins)
     known = codes >= 0  # a missing learning rate has no bin
     frame = pd.DataFrame(

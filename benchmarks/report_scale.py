@@ -43,7 +43,7 @@ def main() -> None:
     parser.add_argument("--keep", type=Path, help="build in this directory and keep it")
     args = parser.parse_args()
 
-    from tables import make_run
+    from runs import make_run
 
     with tempfile.TemporaryDirectory(prefix="ganlab-bench-") as tmp:
         run_dir = args.keep or Path(tmp) / "run"

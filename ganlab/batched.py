@@ -33,12 +33,12 @@ from typing import TYPE_CHECKING
 import torch
 from torch import Tensor
 
-from ganlab import stacked
+from ganlab import penalties, stacked
 from ganlab.adam import BatchedAdam
 from ganlab.config import TrialConfig
 from ganlab.data import Data, to_float
 from ganlab.losses import LOSSES
-from ganlab.penalties import PENALTIES, no_penalty
+from ganlab.penalties import PENALTIES
 from ganlab.registry import register
 
 if TYPE_CHECKING:
@@ -121,6 +121,11 @@ def _r1_penalty(d, real, fake, rngs) -> Tensor:
     return 0.5 * _input_grad_norm(d, real).pow(2).mean(1)
 
 
+@register(BATCHED_PENALTIES, "r2")
+def _r2_penalty(d, real, fake, rngs) -> Tensor:
+    return 0.5 * _input_grad_norm(d, fake).pow(2).mean(1)
+
+
 @register(BATCHED_PENALTIES, "dragan")
 def _dragan_penalty(d, real, fake, rngs) -> Tensor:
     layout = d.layout
@@ -132,8 +137,17 @@ def _dragan_penalty(d, real, fake, rngs) -> Tensor:
             ).pow(2).mean(1)  # fmt: skip
 
 
-if set(BATCHED_PENALTIES) != set(PENALTIES):  # one list of names: the penalties'
+# One list of names, the penalties': every built-in has its batched form (a plugin's may not,
+# and its trials train sequentially, `execution.choose`).
+_BUILT_IN = {name for name, fn in PENALTIES.items() if fn.__module__ == "ganlab.penalties"}
+if not _BUILT_IN <= set(BATCHED_PENALTIES) <= set(PENALTIES):
     raise ImportError(f"batched penalties {sorted(BATCHED_PENALTIES)} != {sorted(PENALTIES)}")
+
+
+def batchable(config: TrialConfig) -> bool:
+    """Whether every penalty of `config` has a batched form."""
+    terms = penalties.parse(config.penalty, PENALTIES)
+    return all(name in BATCHED_PENALTIES for _, name in terms)
 
 
 # --- the engine -------------------------------------------------------------------------------
@@ -161,8 +175,7 @@ class BatchedSeeds:
                                    device=self.device)  # fmt: skip
         self.dead_steps = torch.zeros(k, dtype=torch.float64, device=self.device)
         self.losses = torch.func.vmap(LOSSES[config.loss])
-        active = config.penalty_weight and PENALTIES[config.penalty] is not no_penalty
-        self.penalty = BATCHED_PENALTIES[config.penalty] if active else None
+        self.penalty = penalties.combine(config.penalty, config.penalty_weight, BATCHED_PENALTIES)
         finite, grad = torch.finfo(torch.float32).max, config.max_grad_norm
         limits = {"dtype": torch.float64, "device": self.device}
         self._d_limits = torch.tensor([finite, finite, finite, grad], **limits)
@@ -278,7 +291,7 @@ class BatchedSeeds:
         d_real, d_fake = self.d(real), self.d(fake.detach())
         d_loss, _ = self.losses(d_real, d_fake)
         if self.penalty is not None:
-            d_loss = d_loss + cfg.penalty_weight * self.penalty(self.d, real, fake, self.rngs)
+            d_loss = d_loss + self.penalty(self.d, real, fake, self.rngs)
         self.d.flat.grad = None
         d_loss.sum().backward()
         with torch.no_grad():

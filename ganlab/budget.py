@@ -120,6 +120,7 @@ def estimate(config: TrialConfig, device: str = "cpu") -> Estimate:
 
     from ganlab import execution
     from ganlab.data import DATASETS
+    from ganlab.penalties import PENALTIES, parse
 
     source = DATASETS[config.dataset]
     sample = math.prod(source.shape)
@@ -135,7 +136,8 @@ def estimate(config: TrialConfig, device: str = "cpu") -> Estimate:
     stacked = 3 * params + ema * nets.params_g + nets.buffers if batched else 0
     per_seed = FLOAT * (4 * params + ema * nets.params_g + nets.buffers + stacked
                         + min(config.sample_keep, n) * sample)  # fmt: skip
-    d_graphs = 2 + 2 * (config.penalty != "none")
+    terms = [name for _, name in parse(config.penalty, PENALTIES) if name != "none"]
+    d_graphs = 2 + 2 * len(terms)  # each penalty's graphs live until D's backward
     per_sample = config.z_dim + sample + nets.acts_g + d_graphs * nets.acts_d
     at_once = len(config.seeds) if batched else 1
     step = math.ceil(FLOAT * config.batch_size * per_sample * at_once)

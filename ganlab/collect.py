@@ -26,7 +26,7 @@ import pyarrow.fs as pafs
 from ganlab import __version__, rundir, tableparts
 from ganlab.metrics import METRICS
 from ganlab.reports import SIGNALS, EvalReport, ResultLine, SeedReport
-from ganlab.results import METRIC_NAMES, SCHEMAS, config_hash, write_part
+from ganlab.results import METRIC_NAMES, SCHEMAS, config_hash, to_pixels, write_part
 from ganlab.rundir import (
     ERROR_FILE,
     METRICS_TABLE,
@@ -63,6 +63,7 @@ class _Trial(NamedTuple):
     config: dict[str, Any]
     reports: list[ResultLine]
     error: str  # the first line of the error that ended it; "" when it did not end in one
+    exploits: tuple[dict, ...] = ()  # its clones (PBT), from every line it wrote
 
     @property
     def ended(self) -> bool:
@@ -90,9 +91,13 @@ class Collector:
     trials that failed before their first report (their rows come from `params.json`).
     """
 
-    def __init__(self, run_dir: Path, sweep: str, configure: Callable[[dict], dict]):
+    def __init__(
+        self, run_dir: Path, sweep: str, configure: Callable[[dict], dict], plugins: str = ""
+    ):
         self.run_dir, self.sweep, self.configure = Path(run_dir), sweep, configure
-        self.context = {"sweep": sweep, "ganlab_version": __version__, "git_sha": _git_sha()}
+        # `plugins`: the driver's, for rows of trials that never reported (a report says its own)
+        self.context = {"sweep": sweep, "ganlab_version": __version__, "git_sha": _git_sha(),
+                        "plugins": plugins}  # fmt: skip
         self.pending: dict[str, TrialSource] = {}
         self.collected: dict[str, tuple] = {}  # trial id -> signature of what its parts hold
         self.samples_from: dict[str, str] = {}  # trial id -> checkpoint its samples came from
@@ -111,12 +116,16 @@ class Collector:
                 trial_id = rundir.trial_id_of(info.base_name)
                 self.update(TrialSource(trial_id, ((fs, info.path),)))
 
-    def __call__(self) -> Changes:
-        """Collect the pending trials; returns the files written and removed."""
+    def __call__(self, progress: Callable[[int, int], None] | None = None) -> Changes:
+        """Collect the pending trials; returns the files written and removed. `progress(done,
+        total)` is called before each trial and once at the end."""
         for table in TABLES:
             (self.run_dir / table).mkdir(parents=True, exist_ok=True)
         written, failures, first = [], [], None
-        for trial_id, source in list(self.pending.items()):
+        pending = list(self.pending.items())
+        for done, (trial_id, source) in enumerate(pending):
+            if progress is not None:
+                progress(done, len(pending))
             try:
                 written += self._trial(source)
             except Exception as error:  # one trial's files must not keep the others out
@@ -124,6 +133,8 @@ class Collector:
                 first = first or error
                 continue
             del self.pending[trial_id]
+        if progress is not None:
+            progress(len(pending), len(pending))
         changes = Changes(written, [])
         try:
             self._merge(changes)
@@ -161,7 +172,8 @@ class Collector:
                    "config_id": config_hash(trial.config)}  # fmt: skip
         if trial.reports:
             running = source.ray_status is not None and source.ray_status not in ENDED
-            rows = _trial_rows(trial.reports, trial.config, trial.error, context, running)
+            rows = _trial_rows(trial.reports, trial.config, trial.error, context, running,
+                               trial.exploits)  # fmt: skip
         else:
             rows = _error_rows(trial.config, trial.error, context)
         metrics = _metric_rows(trial.reports, context)
@@ -188,13 +200,15 @@ class Collector:
         return written
 
     def _parse(self, source: TrialSource, fs: pafs.FileSystem, files: str) -> _Trial | None:
-        reports = _reports(_read(fs, f"{files}/{RESULT_FILE}"))
+        text = _read(fs, f"{files}/{RESULT_FILE}")
+        reports = _reports(text)
         error = error_line(_read(fs, f"{files}/{ERROR_FILE}"))
         failed = _failed(source.ray_status, error, reports)
         error = (error or "failed; Ray recorded no error message") if failed else ""
         if reports:
             last = reports[-1]
-            return _Trial(last.trial_id, last.context.trial_config, reports, error)
+            exploits = _exploits(text, last.trial_id)
+            return _Trial(last.trial_id, last.context.trial_config, reports, error, exploits)
         if not failed:
             return None
         params = json.loads(_read(fs, f"{files}/{PARAMS_FILE}") or "{}")
@@ -276,6 +290,23 @@ def _reports(text: str | None) -> list[ResultLine]:
     return [by_step[step] for step in sorted(by_step)]
 
 
+def _exploits(text: str | None, trial_id: str) -> tuple[dict, ...]:
+    """Every clone into the trial, by step, from all its lines: a later clone can restart it
+    at an earlier step, and the lines it then writes replace those the earlier clone's wrote."""
+    found = {}
+    for line in (text or "").splitlines():
+        if '"from_trial"' not in line:  # no exploit in it: not parsed twice
+            continue
+        try:
+            events = json.loads(line).get("exploits", [])
+        except json.JSONDecodeError:
+            continue
+        for event in events:
+            if event["trial"] == trial_id:
+                found[(event["step"], event["from_trial"])] = event
+    return tuple(found.values())
+
+
 def error_line(text: str | None) -> str | None:
     """The first line of the exception that ended the last failure in Ray's `error.txt`."""
     if not text or not text.strip():
@@ -326,9 +357,15 @@ def _load_tensors(data: bytes | None) -> dict:
 
 
 def _trial_rows(
-    lines: list[ResultLine], config: dict, error: str, context: dict, running: bool = False
+    lines: list[ResultLine],
+    config: dict,
+    error: str,
+    context: dict,
+    running: bool = False,
+    exploits: tuple[dict, ...] = (),
 ) -> list[dict]:
     last = lines[-1].report
+    cloned = _clone_columns(exploits)
     rows = []
     for seed, final in last.seeds.items():
         per_step = [line.report.seeds[seed] for line in lines]
@@ -346,11 +383,14 @@ def _trial_rows(
             ended_at=lines[-1].context.reported_at,
             device_used=last.device,
             device_name=last.device_name,
+            execution_used=last.execution,
             # a checkpoint moved between device types, its random streams reseeded (the last)
             reseeded_step=last.reseeds[-1]["step"] if last.reseeds else None,
+            **cloned,
             node=lines[-1].context.node_id,
             node_ip=lines[-1].node_ip,
             protocol=last.protocol,
+            plugins=lines[-1].context.plugins,
         )
         for name, metric in METRICS.items():
             values = [s.metrics[name] for s in per_step if name in s.metrics]
@@ -361,6 +401,17 @@ def _trial_rows(
     return rows
 
 
+def _clone_columns(exploits: tuple[dict, ...]) -> dict[str, Any]:
+    """The trials table's record of a trial's clones (PBT's exploits): the last one's source
+    and step, and all of them."""
+    if not exploits:
+        return {"cloned_from": "", "cloned_at_step": None, "exploits": ""}
+    events = [{k: v for k, v in e.items() if k != "trial"} for e in exploits]
+    last = events[-1]
+    return {"cloned_from": last["from_trial"], "cloned_at_step": last["step"],
+            "exploits": json.dumps(events)}  # fmt: skip
+
+
 def _error_rows(config: dict, error: str, context: dict) -> list[dict]:
     """Rows of a trial that failed before its first report: its configuration and its error."""
     nothing = {f"{kind}_{m}": math.nan for m in METRIC_NAMES for kind in ("final", "best")}
@@ -368,13 +419,23 @@ def _error_rows(config: dict, error: str, context: dict) -> list[dict]:
                    started_at=math.nan, ended_at=math.nan)  # fmt: skip
     fields = {**_config_fields(config), **nothing, "status": "error", "error": error,
               "diverged_step": None, "steps_done": 0, "device_used": "", "device_name": "",
-              "reseeded_step": None, "node": "",
+              "execution_used": "", "reseeded_step": None, **_clone_columns(()), "node": "",
               "node_ip": "", "protocol": ""}  # fmt: skip
     return [{**context, "seed": int(seed), **fields} for seed in config["seeds"]]
 
 
+# Fields that do nothing in some configurations, and when: there the tables hold a blank (NaN),
+# not a value that reads like a setting (clip 0.0 beside a hinge loss).
+NOT_APPLICABLE = {
+    "clip": lambda config: config["loss"] != "wasserstein",
+    "penalty_weight": lambda config: config["penalty"] == "none",
+}
+
+
 def _config_fields(config: dict) -> dict:
-    return {k: v for k, v in config.items() if k != "seeds"}
+    fields = {k: v for k, v in config.items() if k != "seeds"}
+    blank = [name for name, unused in NOT_APPLICABLE.items() if unused(config)]
+    return {**fields, **dict.fromkeys(blank)}
 
 
 def seed_status(
@@ -413,17 +474,31 @@ def _metric_rows(lines: list[ResultLine], context: dict) -> list[dict]:
 
 
 def sample_table(samples: dict[int, Any], base: dict) -> pa.Table:
-    """One row per seed: its samples as a flat float32 list and their shape, never as floats."""
+    """One row per seed with the shape of its samples: images (N, C, H, W) as uint8 `pixels`,
+    quantised as they are drawn (`results.to_pixels`), 2-D points as float32 `values`; the
+    other column of each row is null."""
     seeds = sorted(samples)
     arrays = [np.asarray(samples[s].detach().cpu().float().numpy()) for s in seeds]
-    offsets = np.concatenate([[0], np.cumsum([a.size for a in arrays])]).astype(np.int32)
-    flat = np.concatenate([a.reshape(-1) for a in arrays]) if arrays else np.zeros(0, np.float32)
+    images = [a.ndim == 4 for a in arrays]
     columns = {name: [base[name]] * len(seeds) for name in base}
     columns["seed"] = seeds
     columns["shape"] = pa.array([list(a.shape) for a in arrays], pa.list_(pa.int64()))
-    columns["values"] = pa.ListArray.from_arrays(offsets, flat)
+    pairs = list(zip(arrays, images, strict=True))
+    columns["values"] = _lists([None if image else a for a, image in pairs], np.float32)
+    columns["pixels"] = _lists([to_pixels(a) if image else None for a, image in pairs], np.uint8)
     schema = SCHEMAS[SAMPLES]
     return pa.table({name: columns[name] for name in schema.names}).cast(schema)
+
+
+def _lists(arrays: list[np.ndarray | None], dtype: type) -> pa.ListArray:
+    """One list per array, flattened (null where None), built from offsets without a copy per
+    element."""
+    sizes = [0 if a is None else a.size for a in arrays]
+    offsets = pa.array(np.concatenate([[0], np.cumsum(sizes)]).astype(np.int32))
+    kept = [a.reshape(-1).astype(dtype, copy=False) for a in arrays if a is not None]
+    flat = np.concatenate(kept) if kept else np.zeros(0, dtype)
+    mask = pa.array([a is None for a in arrays], pa.bool_())
+    return pa.ListArray.from_arrays(offsets, flat, mask=mask)
 
 
 def _git_sha() -> str:

@@ -30,6 +30,9 @@ class ConfigError(ValueError):
         self.field = field
         self.message = message
 
+    def __reduce__(self):  # Ray pickles a worker's error: rebuilt from both arguments
+        return type(self), (self.field, self.message)
+
 
 @dataclass(frozen=True)
 class TrialConfig:
@@ -49,7 +52,7 @@ class TrialConfig:
     # objective
     loss: str = "non-saturating"  # a name in ganlab.losses.LOSSES
     clip: float = 0.0  # weight clipping of D, only with loss `wasserstein`; 0 is off
-    penalty: str = "none"  # a name in ganlab.penalties.PENALTIES
+    penalty: str = "none"  # a name in ganlab.penalties.PENALTIES, or a sum such as r1+r2
     penalty_weight: float = 10.0
     # optimisation: Adam with separate learning rates (TTUR)
     lr_g: float = 2e-4
@@ -120,14 +123,13 @@ class TrialConfig:
         from ganlab.data import DATASETS
         from ganlab.losses import LOSSES
         from ganlab.models import ARCHITECTURES, NORMS
-        from ganlab.penalties import PENALTIES
 
         for name, registry in [
             ("dataset", DATASETS), ("arch", ARCHITECTURES), ("norm_g", NORMS),
-            ("norm_d", NORMS), ("loss", LOSSES), ("penalty", PENALTIES),
-            ("metric", METRICS),
+            ("norm_d", NORMS), ("loss", LOSSES), ("metric", METRICS),
         ]:  # fmt: skip
             _check_choice(name, getattr(self, name), sorted(registry))
+        self._validate_penalty()
         _check_choice("mode", self.mode, MODES)
         self._validate_against_data()
         self._validate_direction()
@@ -158,6 +160,19 @@ class TrialConfig:
         if self.n_eval is not None and self.n_eval < 10:
             raise ConfigError("n_eval", f"must be at least 10 (k-NN metrics), got {self.n_eval}")
         self._validate_rung_count()
+
+    def _validate_penalty(self) -> None:
+        from ganlab.batched import batchable
+        from ganlab.penalties import PENALTIES, parse
+
+        try:
+            parse(self.penalty, PENALTIES)
+        except ValueError as error:
+            raise ConfigError("penalty", str(error)) from None
+        if self.execution == "batched" and not batchable(self):
+            raise ConfigError("execution", f"'batched' needs a batched form of every penalty "
+                              f"of {self.penalty!r} (ganlab.register.penalty's `batched`); "
+                              "use execution auto or sequential")  # fmt: skip
 
     def _validate_rung_count(self) -> None:
         if self.n_eval_rung is None:

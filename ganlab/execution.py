@@ -35,6 +35,10 @@ def choose(config: TrialConfig, device: torch.device, n_seeds: int | None = None
     all of the configuration's)."""
     if config.execution != "auto":
         return config.execution
+    from ganlab.batched import batchable  # a plugin's penalty may have no batched form
+
+    if not batchable(config):
+        return "sequential"
     n_seeds = len(config.seeds) if n_seeds is None else n_seeds
     fewest = RULE.get(device.type, {}).get(config.arch)
     return "batched" if fewest is not None and n_seeds >= fewest else "sequential"

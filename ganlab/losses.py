@@ -48,3 +48,21 @@ def hinge(d_real: Tensor, d_fake: Tensor) -> tuple[Tensor, Tensor]:
     """Hinge loss (Lim & Ye 2017; SNGAN, BigGAN)."""
     d_loss = F.relu(1 - d_real).mean() + F.relu(1 + d_fake).mean()
     return d_loss, -d_fake.mean()
+
+
+@register(LOSSES, "rpgan")
+def rpgan(d_real: Tensor, d_fake: Tensor) -> tuple[Tensor, Tensor]:
+    """RpGAN (Jolicoeur-Martineau 2018; R3GAN, Huang et al. 2024): each real logit paired with
+    the fake one at the same index, D asked that the real beat its fake, G the other way."""
+    return F.softplus(d_fake - d_real).mean(), F.softplus(d_real - d_fake).mean()
+
+
+@register(LOSSES, "ragan")
+def ragan(d_real: Tensor, d_fake: Tensor) -> tuple[Tensor, Tensor]:
+    """RaGAN (Jolicoeur-Martineau 2018), the standard-GAN form: each logit against the mean
+    logit of the other batch; D asks reals above the average fake and fakes below the average
+    real, G the reverse."""
+    real_vs_fake, fake_vs_real = d_real - d_fake.mean(), d_fake - d_real.mean()
+    d_loss = F.softplus(-real_vs_fake).mean() + F.softplus(fake_vs_real).mean()
+    g_loss = F.softplus(-fake_vs_real).mean() + F.softplus(real_vs_fake).mean()
+    return d_loss, g_loss

@@ -49,7 +49,9 @@ ARCHITECTURES: dict[str, Builder] = {}
 """name -> fn(cfg, shape) -> (G, D). The D returned takes packed input (cfg.pack samples
 concatenated along dim 1); `build` adds the packing itself and spectral norm."""
 
-_SHAPE_PROBLEMS: dict[str, Callable[[Shape], str | None]] = {}  # arch -> what is wrong, or None
+SHAPE_PROBLEMS: dict[str, Callable[[Shape], str | None]] = {}
+"""name -> fn(shape) -> what the architecture needs that samples of `shape` lack, or None where
+it models them: every name of ARCHITECTURES has one (`ganlab.register.architecture`)."""
 
 
 def build(cfg: ArchConfig, shape: Sequence[int]) -> tuple[nn.Module, nn.Module]:
@@ -70,7 +72,7 @@ def check(arch: str, shape: Sequence[int]) -> None:
     """Raise ValueError if `arch` is unknown or cannot model samples of `shape`; the message
     names the shapes it supports. Cheap: nothing is built."""
     shape = tuple(shape)
-    problem = lookup(_SHAPE_PROBLEMS, arch, "architecture")(shape)
+    problem = lookup(SHAPE_PROBLEMS, arch, "architecture")(shape)
     if problem:
         raise ValueError(f"architecture {arch!r} {problem}; got data of shape {shape}")
 
@@ -131,7 +133,7 @@ def _bias(norm: nn.Module) -> bool:
 def _architecture(name: str, shape_problem: Callable[[Shape], str | None]):
     # Registers a builder together with its shape check, so each name is written once.
     def add(builder: Builder) -> Builder:
-        register(_SHAPE_PROBLEMS, name)(shape_problem)
+        register(SHAPE_PROBLEMS, name)(shape_problem)
         return register(ARCHITECTURES, name)(builder)
 
     return add

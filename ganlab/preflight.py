@@ -17,7 +17,18 @@ from typing import Any
 
 import ray
 
-from ganlab import budget, protocols, rayprivate, raystart, rundir, runlock, storage
+from ganlab import (
+    budget,
+    plugins,
+    protocols,
+    rayprivate,
+    raystart,
+    rundir,
+    runlock,
+    storage,
+    trackers,
+)
+from ganlab.plugins import HASH_SHOWN
 from ganlab.rundir import EXPERIMENT, JOURNAL, RECORD, TUNE_STATE
 from ganlab.spec import BadInput, SpecError, SweepSpec
 
@@ -37,6 +48,7 @@ def run_dir_of(spec: SweepSpec) -> Path:
 def check(spec: SweepSpec, resume: bool, address: str | None) -> Path:
     """Everything a sweep needs before it starts, checked without writing anything; raises
     SweepError naming the sweep file. Returns the run directory."""
+    trackers.check_installed(spec)  # a missing package, before anything else is looked at
     run_dir = run_dir_of(spec)
     check_trusted(spec, run_dir, resume)  # first: the others open files in it
     check_not_running(spec, run_dir)
@@ -200,9 +212,15 @@ def _check_same_sweep(spec: SweepSpec, run_dir: Path) -> None:
     if recorded is None:  # started before sweeps kept a record
         return
     now = spec.record()
-    changed = [key for key in now if recorded.get(key) != now[key]]
+    changed = [key for key in now if recorded.get(key, _NO_PLUGINS.get(key)) != now[key]]
     if not changed:
         return
+    if changed == ["plugins"]:
+        raise SweepError(f"{spec.path}: imports: --resume runs the code the sweep was started "
+                         f"with, but {_plugin_changes(recorded['plugins'], now['plugins'])}. "
+                         "Put the code back as it was, start a new sweep under another `name`, "
+                         "or add --allow-changed-plugins to go on with the new code (its rows "
+                         "say which code made them, in `plugins`)")  # fmt: skip
     details = "; ".join(
         f"{key} was {_short(recorded.get(key))}, now {_short(now[key])}" for key in changed
     )
@@ -211,6 +229,31 @@ def _check_same_sweep(spec: SweepSpec, run_dir: Path) -> None:
         f"ignore a change, but {', '.join(changed)} changed ({details}). Put the file back as it "
         "was, or start a new sweep under another `name`."
     )
+
+
+_NO_PLUGINS = {"plugins": []}  # a record written before plugins existed
+
+
+def _plugin_changes(was: list[dict], now: list[dict]) -> str:
+    before = {p["module"]: p["sha256"][:HASH_SHOWN] for p in was}
+    after = {p["module"]: p["sha256"][:HASH_SHOWN] for p in now}
+    modules = [m for m in dict.fromkeys([*before, *after]) if before.get(m) != after.get(m)]
+    return "; ".join(f"{m} was {before.get(m, 'not imported')}, now "
+                     f"{after.get(m, 'not imported')}" for m in modules)  # fmt: skip
+
+
+def accept_changed_plugins(spec: SweepSpec) -> None:
+    """`--resume --allow-changed-plugins`: record the plugins' code as it is now, so the resumed
+    sweep runs it (the rows made before keep the hashes of theirs)."""
+    run_dir = run_dir_of(spec)
+    recorded = _read_record(spec, run_dir)
+    if recorded is None:
+        return
+    recorded["plugins"] = spec.record()["plugins"]
+    run_dir.mkdir(parents=True, exist_ok=True)
+    rundir.atomic_write_text(run_dir / RECORD, json.dumps(recorded, indent=1) + "\n")
+    if spec.is_remote_storage:
+        storage.push(run_dir, spec.storage_uri, [RECORD])
 
 
 def _short(value: Any, limit: int = 160) -> str:
@@ -270,7 +313,8 @@ def check_storage(spec: SweepSpec, address: str | None) -> None:
     """
     if address is None or spec.is_remote_storage:
         return
-    raystart.start(address)
+    # The sweep goes on in this connection: it ships the plugins' code to every worker.
+    raystart.start(address, plugins.runtime_env(spec.plugins))
     here = ray.get_runtime_context().get_node_id()
     nodes = [node for node in ray.nodes() if node["Alive"]]
     this_node = next(node for node in nodes if node["NodeID"] == here)

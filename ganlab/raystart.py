@@ -11,6 +11,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import ray
 
@@ -21,8 +22,9 @@ REMOVE_PAUSE_S = 0.2
 _session: Path | None = None  # the session directory of the private cluster started here
 
 
-def start(address: str | None) -> bool:
-    """Start (or join) Ray; True when this call started it, so it is ours to shut down."""
+def start(address: str | None, runtime_env: dict[str, Any] | None = None) -> bool:
+    """Start (or join) Ray, every worker with `runtime_env` (the plugins' code); True when this
+    call started it, so it is ours to shut down."""
     global _session
     if ray.is_initialized():
         return False
@@ -31,12 +33,14 @@ def start(address: str | None) -> bool:
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
     if address is None:  # a private local cluster on loopback, no dashboard, token auth on
         use_loopback()
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env=runtime_env)  # fmt: skip
         _session = rayprivate.own_session_dir()  # None if ray.init joined a cluster after all
     else:  # joining a cluster: authenticate with this machine's token where there is one
         if os.environ.get("RAY_AUTH_TOKEN") or Path("~/.ray/auth_token").expanduser().exists():
             os.environ.setdefault("RAY_AUTH_MODE", "token")
-        ray.init(address=address, log_to_driver=False, configure_logging=False)
+        ray.init(address=address, log_to_driver=False, configure_logging=False,
+                 runtime_env=runtime_env)  # fmt: skip
     return True
 
 

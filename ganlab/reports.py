@@ -97,12 +97,20 @@ class EvalReport:
     last: bool  # the trial's last report: every step done, or every seed diverged
     seeds: dict[int, SeedReport]
     device_name: str = ""  # the card's name ("NVIDIA H200"), "cpu" or "meta"
+    execution: str = ""  # how the seeds trained: `batched` or `sequential` (`ganlab.execution`)
     # Each time a checkpoint moved between device types and the random streams were reseeded:
     # {"step": int, "from": device type, "to": device type}.
     reseeds: list[dict[str, Any]] = field(default_factory=list)
+    # The clones behind the trial's weights (Population Based Training's exploits), oldest
+    # first, those of the trials it was cloned from included: {"step": the checkpoint's step,
+    # "trial": the trial cloned into, "from_trial": the one cloned, "changed": {field: [old,
+    # new]}}.
+    exploits: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         out = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "seeds"}
+        if not out["exploits"]:  # a line without exploits keeps the layout lines always had
+            del out["exploits"]
         out["seeds"] = {str(seed): report.to_dict() for seed, report in self.seeds.items()}
         return out
 
@@ -123,7 +131,8 @@ class EvalReport:
         return cls(**values, seeds=seeds)
 
 
-_OPTIONAL = ("device_name", "reseeds")  # EvalReport's keys that older lines lack
+# EvalReport's keys that older lines lack
+_OPTIONAL = ("device_name", "execution", "reseeds", "exploits")
 
 
 @dataclass(frozen=True)
@@ -135,13 +144,21 @@ class RunContext:
     started_at: float  # Unix time this attempt of the trial started
     reported_at: float  # Unix time of the report
     resumed_from_step: int | None  # the checkpoint's step this attempt went on from
+    plugins: str = ""  # the user's code it ran with (`ganlab.plugins.describe`); "" for none
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+        values = {f.name: getattr(self, f.name) for f in fields(self)}
+        if not values["plugins"]:  # a line without plugins keeps the layout lines always had
+            del values["plugins"]
+        return values
 
     @classmethod
     def from_dict(cls, d: Mapping[str, Any], where: str = "report") -> "RunContext":
-        return cls(**{f.name: _take(d, f.name, where) for f in fields(cls)})
+        names = [f.name for f in fields(cls) if f.name in d or f.name not in _OLDER_CONTEXT]
+        return cls(**{name: _take(d, name, where) for name in names})
+
+
+_OLDER_CONTEXT = ("plugins",)  # RunContext's keys that older lines lack (their defaults hold)
 
 
 @dataclass(frozen=True)

@@ -16,11 +16,13 @@ reader never sees half of one.
 import dataclasses
 import hashlib
 import json
+import math
 import os
 import types
 import typing
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
 
@@ -53,12 +55,20 @@ TRIAL_COLUMNS = (
         "ended_at",
         "device_used",
         "device_name",
+        "execution_used",
         "reseeded_step",
+        # Population Based Training: the trial and checkpoint step it was last cloned from, and
+        # every clone into it as JSON, [{"step", "from_trial", "changed": {field: [old, new]}}]
+        # ("" and null where it was never cloned); its configuration columns are its last.
+        "cloned_from",
+        "cloned_at_step",
+        "exploits",
         "node",
         "node_ip",
         "protocol",
         "ganlab_version",
         "git_sha",
+        "plugins",  # the user's code that made the row: `module=sha256[:16]`, comma-separated
     )
 )
 METRIC_COLUMNS = (
@@ -70,16 +80,22 @@ METRIC_COLUMNS = (
 SAMPLE_COLUMNS = (
     "sweep", "trial_id", "config_id", "seed", "step", "source", "dataset", "shape", "values",
 )  # fmt: skip
+# The samples table as stored: an image seed's samples, (N, C, H, W) in [-1, 1], go in `pixels`
+# as uint8, quantised as they are drawn (`to_pixels`; a quarter of float32's bytes), `values`
+# null; 2-D points stay float32 `values`. `load_samples` hands back `values` either way.
+STORED_SAMPLE_COLUMNS = SAMPLE_COLUMNS + ("pixels",)
 
 _ARROW_TYPES = {str: pa.string(), int: pa.int64(), float: pa.float64(), bool: pa.bool_()}
 _NAMED_TYPES = {
     "seed": pa.int64(), "step": pa.int64(), "diverged_step": pa.int64(),
     "steps_done": pa.int64(), "reseeded_step": pa.int64(), "diverged": pa.bool_(),
+    "cloned_at_step": pa.int64(),
     "shape": pa.list_(pa.int64()),
     "values": pa.list_(pa.float32()),
+    "pixels": pa.list_(pa.uint8()),
 }  # fmt: skip
 # read back as pandas' Int64
-NULLABLE_INTS = ("diverged_step", "n_eval", "n_eval_rung", "reseeded_step")
+NULLABLE_INTS = ("diverged_step", "n_eval", "n_eval_rung", "reseeded_step", "cloned_at_step")
 
 
 def _config_type(name: str) -> pa.DataType:
@@ -104,7 +120,7 @@ def _schema(columns: tuple[str, ...]) -> pa.Schema:
 SCHEMAS = {
     TRIALS: _schema(TRIAL_COLUMNS),
     METRICS_TABLE: _schema(METRIC_COLUMNS),
-    SAMPLES: _schema(SAMPLE_COLUMNS),
+    SAMPLES: _schema(STORED_SAMPLE_COLUMNS),
 }
 
 
@@ -136,19 +152,46 @@ def read_table(path: str | os.PathLike, trial_ids: set[str] | None = None) -> pd
     return frame.astype({c: "Int64" for c in NULLABLE_INTS if c in frame.columns})
 
 
+SEARCH, CONFIRM = "search", "confirm"
+"""The `phase` of a row: trained by the sweep's search, or by `ganlab confirm` on fresh seeds
+(in the run directory's `confirmation/`)."""
+
+
 def load(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """`(trials, metrics)` of a run directory as DataFrames."""
+    """`(trials, metrics)` of a run directory as DataFrames, with a `phase` column: the search's
+    rows, then those of its confirmation (`ganlab confirm`) where it has one."""
     run_dir = Path(run_dir)
     missing = [name for name in (TRIALS, METRICS_TABLE) if not (run_dir / name).exists()]
     if missing:
         raise FileNotFoundError(f"{run_dir}: no {', '.join(missing)} (run `ganlab sweep` first)")
-    return read_table(run_dir / TRIALS), read_table(run_dir / METRICS_TABLE)
+    phases = [(run_dir, SEARCH)] + [(d, CONFIRM) for d in confirmation_dirs(run_dir)]
+    tables = []
+    for name in (TRIALS, METRICS_TABLE):
+        frames = [read_table(d / name).assign(phase=phase) for d, phase in phases]
+        tables.append(pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0])
+    return tables[0], tables[1]
+
+
+def confirmation_dirs(run_dir: Path) -> list[Path]:
+    """The run directories of `run_dir`'s confirmation that hold tables."""
+    found = sorted((run_dir / rundir.CONFIRM).glob(f"*/{TRIALS}"))
+    return [path.parent for path in found if (path.parent / METRICS_TABLE).exists()]
+
+
+def shown_rows(trials: pd.DataFrame) -> tuple[pd.DataFrame, str]:
+    """The rows a ranking of the run stands on, and which: the confirmation's where the run has
+    one (its configurations on seeds the search never used), else the search's."""
+    if "phase" not in trials.columns:
+        return trials, SEARCH
+    phase = CONFIRM if (trials.phase == CONFIRM).any() else SEARCH
+    return trials[trials.phase == phase], phase
 
 
 def load_samples(run_dir: str | os.PathLike, trial_ids: set[str] | None = None) -> pd.DataFrame:
     """The samples table (the real samples, and the fakes of `trial_ids` where given); empty,
     with the schema's columns, where none was saved. With many trials, ask for the ones you
-    show: CIFAR-10 samples take some 2 MB a trial."""
+    show: CIFAR-10 samples take some 0.6 MB a trial of 3 seeds (as pixels; 2.4 MB
+    once read back as float32 `values`)."""
     path = Path(run_dir) / SAMPLES
     if not path.exists():
         return pd.DataFrame(columns=list(SAMPLE_COLUMNS))
@@ -156,7 +199,36 @@ def load_samples(run_dir: str | os.PathLike, trial_ids: set[str] | None = None) 
         trial_ids = set(trial_ids) | {p.stem for p in path.glob(f"{rundir.REAL_SAMPLES_PART}*")}
     elif trial_ids is not None:
         trial_ids = set(trial_ids) | {""}
-    return read_table(path, trial_ids)
+    return _decoded(read_table(path, trial_ids))
+
+
+def to_pixels(images: np.ndarray) -> np.ndarray:
+    """Images in [-1, 1] as the uint8 pixels they are drawn with (NaN drawn black, values
+    beyond the range clipped): round((x + 1) · 127.5)."""
+    x = np.nan_to_num(np.asarray(images, dtype=np.float32), nan=-1.0)
+    return np.clip((x + 1.0) * 127.5 + 0.5, 0, 255).astype(np.uint8)
+
+
+def from_pixels(pixels: np.ndarray) -> np.ndarray:
+    """uint8 pixels back in [-1, 1] as float32: `to_pixels` of them gives the same pixels."""
+    return (np.asarray(pixels, dtype=np.float32) / np.float32(127.5) - np.float32(1.0)).astype(
+        np.float32
+    )
+
+
+def _decoded(frame: pd.DataFrame) -> pd.DataFrame:
+    """The samples table with every seed's samples as float32 `values` (images from pixels)."""
+    if "pixels" not in frame.columns:  # a table written before images were stored as pixels
+        return frame
+    images = frame["pixels"].notna()
+    if images.any():
+        frame = frame.copy()
+        frame.loc[images, "values"] = pd.Series(
+            [from_pixels(p) for p in frame.loc[images, "pixels"]],
+            index=frame.index[images],
+            dtype=object,
+        )
+    return frame.drop(columns="pixels")
 
 
 def sample_trial_ids(run_dir: str | os.PathLike) -> set[str]:
@@ -216,16 +288,127 @@ def check_comparable(trials: pd.DataFrame, where: str) -> None:
     )
 
 
+ENDED_STATUSES = ("completed", "collapsed")
+"""Statuses of a seed that trained every step of its trial; a trial with none stopped early."""
+JUDGED_STATUSES = ENDED_STATUSES + ("diverged",)
+"""Statuses of a seed whose fate is known: it trained every step, or it diverged. A pruned seed
+(stopped early by ASHA or the budget), a running one and an errored one are not judged."""
+RANK_COLUMNS = ("rank", "at_step", "stopped", "objective", "div_rate", "n_trials")
+
+
+def ranking(trials: pd.DataFrame) -> pd.DataFrame:
+    """The configurations best first: the one ranking of `ganlab results`, the report and the
+    benchmarks, on the rows `shown_rows` picks (the confirmation's where there is one). One row
+    per `config_id` (the index) with `rank` (1 is best), `at_step` (the step its objective was
+    measured at), `stopped` (no seed trained every step: ASHA or a time budget stopped it, it
+    failed, every seed diverged, or it runs still), `objective`, `div_rate` (diverged seeds /
+    judged seeds: `rates`) and `n_trials`.
+
+    Configurations are compared at equal budgets where budgets differ: those that trained to
+    their end come first, by objective; then the stopped ones, the furthest step first (ASHA
+    stopped them at that rung because others did better there), by objective at it. Ties go to
+    the lower divergence rate, then the config id. A configuration run by several trials is
+    ranked at the furthest budget they reached, on the median of their objectives there.
+    """
+    trials, _ = shown_rows(trials)  # the confirmation's, where the run has one
+    if trials.empty:
+        return pd.DataFrame(columns=list(RANK_COLUMNS), index=pd.Index([], name="config_id"))
+    per = trials.assign(_ended=trials["status"].isin(ENDED_STATUSES))
+    per = per.groupby("trial_id", sort=False).agg(
+        config_id=("config_id", "first"), at_step=("steps_done", "max"),
+        ended=("_ended", "any"), objective=("objective", "first"),
+    )  # fmt: skip
+    per["stopped"] = ~per["ended"]
+    # How far a trial got: one that trained to its end is ahead of every stopped one.
+    per["reach"] = per["at_step"].astype(float).where(per["stopped"], math.inf)
+    furthest = per.groupby("config_id", sort=False)["reach"].transform("max")
+    at_budget = per[per["reach"] == furthest].groupby("config_id", sort=False)
+    out = at_budget.agg(at_step=("at_step", "max"), stopped=("stopped", "all"),
+                        reach=("reach", "max"), objective=("objective", "median"))  # fmt: skip
+    judged = trials[trials["status"].isin(JUDGED_STATUSES)]  # pruned seeds left out
+    diverged = (judged["status"] == "diverged").groupby(judged["config_id"]).mean()
+    out["div_rate"] = diverged.reindex(out.index)
+    out["n_trials"] = trials.groupby("config_id")["trial_id"].nunique().reindex(out.index)
+    mode = trials["mode"].value_counts().index[0]
+    out = out.reset_index().sort_values(
+        ["reach", "objective", "div_rate", "config_id"],
+        ascending=[False, mode == "min", True, True],
+        na_position="last",
+        kind="stable",
+    )
+    out.insert(0, "rank", range(1, len(out) + 1))
+    return out.set_index("config_id")[list(RANK_COLUMNS)]
+
+
 def summarise(trials: pd.DataFrame) -> pd.DataFrame:
-    """One row per trial (a configuration over its seeds), best objective first; refuses
-    (`Incomparable`) rows measured with different extractors or references."""
+    """One row per configuration over its seeds, in `ranking`'s order (best first), with its
+    status counts and the step its numbers are from (of the confirmation's rows where the run
+    has one: `shown_rows`); refuses (`Incomparable`) rows measured
+    with different extractors or references."""
     check_comparable(trials, "results")
-    varying = [c for c in config_columns(trials) if trials[c].nunique(dropna=False) > 1]
+    trials, _ = shown_rows(trials)
+    varying = [c for c in config_columns(trials) if trials[c].nunique() > 1]
     metric = trials["metric"].iloc[0] if len(trials) else "fid"
-    grouped = trials.groupby("trial_id", sort=False)
-    summary = grouped[varying + ["objective", "div_rate"]].first()
-    summary[f"median_{metric}"] = grouped[f"final_{metric}"].median()
+    ranked = ranking(trials)
+    grouped = trials.groupby("config_id", sort=False)
+    summary = grouped[["trial_id", *varying]].first().reindex(ranked.index)
+    summary = summary.join(ranked[["at_step", "objective", "div_rate"]])
+    measured = trials[~trials["status"].isin(("diverged", "error"))]
+    summary[f"median_{metric}"] = measured.groupby("config_id")[f"final_{metric}"].median()
     summary["seeds"] = grouped.size()
-    summary["statuses"] = grouped["status"].agg(lambda s: ",".join(sorted(set(s))))
-    ascending = len(trials) == 0 or trials["mode"].iloc[0] == "min"
-    return summary.reset_index().sort_values("objective", ascending=ascending, kind="stable")
+    summary["statuses"] = grouped["status"].agg(status_counts)
+    return summary.reset_index().loc[
+        :,
+        [
+            "trial_id",
+            *varying,
+            "at_step",
+            "statuses",
+            "objective",
+            "div_rate",
+            f"median_{metric}",
+            "seeds",
+            "config_id",
+        ],
+    ]
+
+
+class Rates(typing.NamedTuple):
+    """Shares of a set of seeds, each over the seeds it can be judged on: `diverged` over the
+    judged ones (`JUDGED_STATUSES`: n_judged), `collapsed` over those that trained every step
+    (n_ended), `error` over all (n_seeds). A rate with no seed to judge is NaN."""
+
+    diverged: float
+    collapsed: float
+    error: float
+    n_judged: int
+    n_ended: int
+    n_seeds: int
+    n_pruned: int
+
+
+def rates(statuses: pd.Series) -> Rates:
+    """Divergence, collapse and error rates of seeds with these statuses, pruned seeds left
+    out of the first two (how they would have ended is unknown)."""
+    judged = statuses[statuses.isin(JUDGED_STATUSES)]
+    ended = statuses[statuses.isin(ENDED_STATUSES)]
+
+    def share(part: pd.Series, name: str) -> float:
+        return float((part == name).mean()) if len(part) else math.nan
+
+    return Rates(share(judged, "diverged"), share(ended, "collapsed"),
+                 share(statuses, "error"), len(judged), len(ended), len(statuses),
+                 int((statuses == "pruned").sum()))  # fmt: skip
+
+
+def describe_rates(r: Rates) -> str:
+    """`rates` in words, each with its denominator."""
+    return (f"diverged: {r.diverged:.1%} of {r.n_judged} seeds judged (trained every step or "
+            f"diverged), collapsed: {r.collapsed:.1%} of {r.n_ended} that trained every step, "
+            f"pruned (not judged): {r.n_pruned}, error: {r.error:.1%} of {r.n_seeds}")  # fmt: skip
+
+
+def status_counts(statuses: pd.Series) -> str:
+    """A configuration's seeds by status, e.g. `2 pruned, 1 diverged` (most first)."""
+    counts = statuses.value_counts()
+    return ", ".join(f"{n} {s}" for s, n in sorted(counts.items(), key=lambda x: (-x[1], x[0])))

@@ -8,6 +8,7 @@ spelling in `ganlab/` or `analysis/`. The layout, `<storage>/<name>/` for a loca
     <run dir>/
     ├── sweep.json                      RECORD: what the sweep was started with
     ├── .sweep.lock                     LOCK_FILE: flock held while a sweep runs
+    ├── .sweep.lease                    WRITER_LEASE: on a URI storage only, who writes there
     ├── optuna-journal.log              JOURNAL: the Optuna study, named after the sweep
     ├── trials.parquet/                 TRIALS: one row per (trial, seed)
     │   ├── <trial id>.parquet          part_file(trial id): one trial's rows
@@ -21,6 +22,8 @@ spelling in `ganlab/` or `analysis/`. The layout, `<storage>/<name>/` for a loca
     ├── .tune-state/                    TUNE_STATE: the last good copies of Tune's state
     │   ├── CURRENT                     the generation to resume from
     │   └── 000012/experiment_state-*.json, searcher-state-*.pkl, ...
+    ├── confirmation/                   CONFIRM: `ganlab confirm`'s plan.json and its run
+    │   └── <name>/                     directory (this layout), its rows `phase` = confirm
     ├── report.html                     REPORT: `ganlab report`
     ├── compare.html                    COMPARISON: `ganlab report --compare`
     └── tune/                           EXPERIMENT: Ray's experiment directory
@@ -51,6 +54,7 @@ from pathlib import Path
 RUNS = "runs"  # default storage, and where run directories go beside a URI storage
 RECORD = "sweep.json"  # what the sweep was started with, checked by --resume
 LOCK_FILE = ".sweep.lock"  # held (flock) while a sweep runs: one sweep per run directory
+WRITER_LEASE = ".sweep.lease"  # under a URI storage's run: the one driver writing there, renewed
 JOURNAL = "optuna-journal.log"  # the Optuna journal study, for resumes and optuna-dashboard
 TRIALS = "trials.parquet"  # table: one row per (trial, seed)
 METRICS_TABLE = "metrics.parquet"  # table: one row per (trial, seed, evaluation step)
@@ -61,6 +65,8 @@ COMPARISON = "compare.html"  # `ganlab report --compare`'s default output
 EXPERIMENT = "tune"  # Ray's experiment directory (Tune's run name)
 TUNE_STATE = ".tune-state"  # good copies of Ray Tune's experiment state (`ganlab.tunestate`)
 PROTOCOL_DIR = "eval-protocol"  # the evaluation assets of the sweep, made once by its driver
+CONFIRM = "confirmation"  # `ganlab confirm`: `confirmation/<name>/` is a run dir of its own
+CONFIRM_PLAN = "plan.json"  # in CONFIRM: the configurations and fresh seeds it trains
 
 # --- inside a table directory (`ganlab.tableparts`) -------------------------------------------
 

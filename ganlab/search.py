@@ -25,6 +25,14 @@ every sweep has a journal study to inspect."""
 SCHEDULERS: dict[str, Callable[[SweepSpec], TrialScheduler]] = {}
 """scheduler name -> fn(spec) -> the Ray Tune trial scheduler."""
 
+PBT_MUTABLE = ("lr_g", "lr_d", "beta1", "beta2", "penalty_weight", "ema")
+"""The trial fields Population Based Training may change mid-training (an exploit clones a
+checkpoint and perturbs these): the only ones a `pbt` sweep may search. Any other would make an
+exploit change the networks' shapes or the loss under the cloned weights."""
+SEARCHLESS = ("pbt",)
+"""Schedulers that sample the population themselves (Ray's PBT refuses a search algorithm): no
+Optuna study, Tune's own sampling of the `search` entries."""
+
 
 @register(SAMPLERS, "optuna")
 def _tpe(spec: SweepSpec) -> BaseSampler:
@@ -65,3 +73,10 @@ def _fifo(spec: SweepSpec) -> TrialScheduler:
     from ray.tune.schedulers import FIFOScheduler
 
     return FIFOScheduler()
+
+
+@register(SCHEDULERS, "pbt")
+def _pbt(spec: SweepSpec) -> TrialScheduler:
+    from ganlab import pbt
+
+    return pbt.scheduler(spec)

@@ -20,12 +20,14 @@ from typing import Any
 
 import yaml
 
-from ganlab import budget
+from ganlab import budget, plugins
 from ganlab.config import MAX_SEEDS, ConfigError, TrialConfig, check_seeds, coerce
 from ganlab.metrics import METRICS, MODES
 from ganlab.objective import check_direction
+from ganlab.plugins import Plugin
 from ganlab.rundir import RUNS
-from ganlab.search import SAMPLERS, SCHEDULERS
+from ganlab.search import PBT_MUTABLE, SAMPLERS, SCHEDULERS, SEARCHLESS
+from ganlab.trackers import TRACKERS
 from ganlab.yamlfile import YamlError, read_yaml
 
 PARAM_KINDS = ("choice", "uniform", "loguniform", "int")
@@ -33,7 +35,7 @@ NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 TOP_LEVEL = (
     "name", "description", "base", "search", "seeds", "search_alg", "search_seed", "scheduler",
     "num_samples", "max_concurrent", "time_budget", "resources", "objective", "storage",
-    "max_failures", "smoke",
+    "max_failures", "loggers", "smoke", "imports",
 )  # fmt: skip
 # --smoke shrinks a sweep to seconds: tiny networks, few steps, few samples. A file's own
 # `smoke:` section is applied on top of these.
@@ -52,6 +54,9 @@ class SpecError(BadInput):
     def __init__(self, path: str | Path, field: str, message: str):
         super().__init__(f"{path}: {field}: {message}")
         self.path, self.field, self.message = str(path), field, message
+
+    def __reduce__(self):  # pickles (a Ray worker's error) from its three arguments
+        return type(self), (self.path, self.field, self.message)
 
 
 @dataclass(frozen=True)
@@ -151,6 +156,12 @@ class Scheduler:
     # reads as one evaluation interval (min(eval_every, steps)), the least ASHA can judge by.
     grace_period: int | None = None
     reduction_factor: float = 3.0
+    # PBT's (`ganlab.pbt`), None for other schedulers: the steps between exploits (by default
+    # eval_every, and a multiple of it, as PBT acts on evaluations), the bottom share that
+    # clones the top share, and how often a perturbed value is drawn anew instead of scaled.
+    perturbation_interval: int | None = None
+    quantile_fraction: float | None = None
+    resample_probability: float | None = None
 
     @classmethod
     def from_raw(cls, path: Path, raw: Any, config: TrialConfig) -> "Scheduler":
@@ -175,7 +186,65 @@ class Scheduler:
             raise SpecError(
                 path, "scheduler.reduction_factor", f"must be a number > 1; got {given!r}"
             )
-        return cls(name, grace, factor)
+        if name not in SEARCHLESS:
+            for key in PBT_FIELDS:
+                if key in raw:
+                    raise SpecError(path, f"scheduler.{key}", "only for scheduler pbt")
+            return cls(name, grace, factor)
+        interval = _perturbation_interval(path, raw, config)
+        quantile = _fraction(path, raw, "quantile_fraction", PBT_FIELDS["quantile_fraction"], 0.5)
+        resample = _fraction(path, raw, "resample_probability",
+                             PBT_FIELDS["resample_probability"], 1.0)  # fmt: skip
+        return cls(name, grace, factor, interval, quantile, resample)
+
+
+PBT_FIELDS = {"perturbation_interval": None, "quantile_fraction": 0.25,
+              "resample_probability": 0.25}  # fmt: skip
+"""A `pbt` scheduler's own fields and their defaults (None: eval_every)."""
+
+
+def _perturbation_interval(path: Path, raw: dict[str, Any], config: TrialConfig) -> int:
+    where = "scheduler.perturbation_interval"
+    interval = _integer(path, where, raw.get("perturbation_interval", config.eval_every), 1)
+    if interval % config.eval_every:
+        raise SpecError(path, where, f"must be a multiple of base.eval_every "
+                        f"({config.eval_every}), as PBT acts on evaluations; got "
+                        f"{interval}")  # fmt: skip
+    return interval
+
+
+def _fraction(path: Path, raw: dict[str, Any], key: str, default: float, top: float) -> float:
+    where, given = f"scheduler.{key}", raw.get(key, default)
+    value = _value(path, where, given, float, f"a number from 0 to {top}")
+    if not 0 <= value <= top:
+        raise SpecError(path, where, f"must be a number from 0 to {top}; got {given!r}")
+    return value
+
+
+def _check_pbt(path: Path, raw: dict[str, Any], spec: "SweepSpec") -> None:
+    """A `pbt` sweep searches only fields an exploit may change (`PBT_MUTABLE`), without
+    `when`, and samples its population itself (no `search_alg` but `random`)."""
+    if spec.scheduler.name not in SEARCHLESS:
+        return
+    allowed = ", ".join(PBT_MUTABLE)
+    if not spec.search:
+        raise SpecError(path, "search", f"scheduler pbt needs a searched field to perturb, of: "
+                        f"{allowed}")  # fmt: skip
+    for param in spec.search:
+        where = f"search.{param.name}"
+        if param.name not in PBT_MUTABLE:
+            raise SpecError(path, where, f"scheduler pbt may change only fields that can "
+                            f"change mid-training: {allowed}")  # fmt: skip
+        if param.when:
+            raise SpecError(path, f"{where}.when", "scheduler pbt takes no `when`: every "
+                            "trial of a population has every searched field")  # fmt: skip
+        if param.name == "ema" and min(param.values) <= 0:
+            raise SpecError(path, where, "with scheduler pbt every value must be above 0: an "
+                            "EMA of G cannot start or stop mid-training")  # fmt: skip
+    if raw.get("search_alg", "random") != "random":
+        raise SpecError(path, "search_alg", "scheduler pbt draws its population at random "
+                        "(Ray's PBT takes no search algorithm): leave it out or give "
+                        "random")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -221,12 +290,16 @@ class SweepSpec:
     mode: str = "min"
     storage: str = RUNS  # a local path, a shared file system or a cloud URI (s3://...)
     max_failures: int = 2  # retries of a trial whose worker died
+    # The user's own code (`imports:`), imported before the rest of the file was read.
+    plugins: tuple[Plugin, ...] = ()
+    loggers: tuple[str, ...] = ("tensorboard",)  # trackers watching it (`ganlab.trackers`)
 
     @classmethod
     def from_raw(cls, path: Path, raw: dict[str, Any]) -> "SweepSpec":
         """The whole sweep file (a mapping), every field checked; raises SpecError."""
         _mapping(path, "file", raw, TOP_LEVEL,
                  "must be a mapping of sweep fields (name, base, search...)")  # fmt: skip
+        imported = _imports(path, raw.get("imports"))  # first: they add names to the registries
         name = raw.get("name", path.stem)
         if not isinstance(name, str) or not NAME_PATTERN.match(name):
             raise SpecError(path, "name", f"{name!r} must be letters, digits, '_', '-' or '.'")
@@ -257,7 +330,10 @@ class SweepSpec:
             mode=mode,
             storage=_storage(path, _given(raw, "storage")),
             max_failures=_integer(path, "max_failures", _given(raw, "max_failures"), 0),
+            plugins=imported,
+            loggers=_loggers(path, _given(raw, "loggers")),
         )
+        _check_pbt(path, raw, spec)
         _check_placement(path, spec)
         _check_memory(path, spec)
         return spec
@@ -269,9 +345,13 @@ class SweepSpec:
 
     def record(self) -> dict[str, Any]:
         """What Ray and Optuna were started with, as JSON values: a resumed sweep must match it
-        (where the file is and where its results go may differ)."""
+        (where the file is, where its results go and what watches it may differ)."""
         values = dataclasses.asdict(self)
-        del values["path"], values["storage"]
+        del values["path"], values["storage"], values["loggers"]
+        # PBT's fields only where it is PBT: the record of any other sweep is as it always was.
+        values["scheduler"] = {k: v for k, v in values["scheduler"].items() if v is not None}
+        # A plugin by what it is called and its code's hash, wherever its file now lies.
+        values["plugins"] = [{"module": p.module, "sha256": p.sha256} for p in self.plugins]
         return json.loads(json.dumps(values))
 
     @property
@@ -363,7 +443,7 @@ def read_file(path: Path) -> Any:
 def _smoked(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
     """The file at --smoke's sizes, with its own `smoke:` section on top of them."""
     own = raw.get("smoke") or {}
-    allowed = [key for key in TOP_LEVEL if key != "smoke"]
+    allowed = [key for key in TOP_LEVEL if key not in ("smoke", "imports")]
     _mapping(path, "smoke", own, allowed, "must be a mapping of overrides")
     own_base = own.get("base") or {}
     if not isinstance(own_base, dict):
@@ -371,9 +451,10 @@ def _smoked(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
     smoked = {**raw, **SMOKE_TOP, **{k: v for k, v in own.items() if k != "base"}}
     smoked["base"] = {**raw.get("base", {}), **SMOKE_BASE, **own_base}
     scheduler = smoked.get("scheduler")
-    if isinstance(scheduler, dict) and "grace_period" in scheduler:
-        # A grace period is in full-size steps: one evaluation interval instead.
-        smoked["scheduler"] = {k: v for k, v in scheduler.items() if k != "grace_period"}
+    in_steps = ("grace_period", "perturbation_interval")
+    if isinstance(scheduler, dict) and any(key in scheduler for key in in_steps):
+        # A grace period (or a PBT interval) is in full-size steps: one evaluation interval.
+        smoked["scheduler"] = {k: v for k, v in scheduler.items() if k not in in_steps}
     return smoked
 
 
@@ -404,6 +485,16 @@ def _mapping(path: Path, where: str, raw: Any, allowed: Any, what: str) -> None:
             raise SpecError(
                 path, f"{prefix}{key}", f"unknown field; allowed: {', '.join(allowed)}"
             )
+
+
+def _imports(path: Path, raw: Any) -> tuple[Plugin, ...]:
+    """The file's `imports`, imported (files relative to the sweep file)."""
+    try:
+        return plugins.load(raw, path.parent)
+    except plugins.PluginImportError as error:
+        raise SpecError(path, "imports", str(error)) from None
+    except ValueError as error:
+        raise SpecError(path, "imports", str(error).removeprefix("imports: ")) from None
 
 
 def _check_placement(path: Path, spec: SweepSpec) -> None:
@@ -515,6 +606,20 @@ def _time_budget(path: Path, raw: Any) -> float | None:
     if not math.isfinite(seconds):
         raise SpecError(path, "time_budget", "must be finite (use null for no budget)")
     return seconds
+
+
+def _loggers(path: Path, raw: Any) -> tuple[str, ...]:
+    """Tracker names (`ganlab.trackers.TRACKERS`), each once; [] for none."""
+    allowed = ", ".join(TRACKERS)
+    if not isinstance(raw, list) or not all(isinstance(name, str) for name in raw):
+        raise SpecError(path, "loggers", f"must be a list of tracker names ([] for none) of: "
+                        f"{allowed}; got {raw!r}")  # fmt: skip
+    for name in raw:
+        if name not in TRACKERS:
+            raise SpecError(path, "loggers", f"{name!r} is not one of: {allowed}")
+    if len(set(raw)) != len(raw):
+        raise SpecError(path, "loggers", f"names a tracker twice; got {raw}")
+    return tuple(raw)
 
 
 STORAGE_SCHEMES = ("s3", "gs", "gcs", "file")  # URIs Ray and pyarrow write to

@@ -9,6 +9,7 @@ callbacks (`ganlab.collect`); a collection that fails is reported and tried agai
 goes on.
 """
 
+import contextlib
 import functools
 import shutil
 import tempfile
@@ -22,11 +23,25 @@ import pyarrow.fs as pafs
 import ray
 import torch
 from ray import tune
-from ray.tune.logger import JsonLoggerCallback
 from ray.tune.schedulers import TrialScheduler
+from ray.tune.search import BasicVariantGenerator
 from ray.tune.search.optuna import OptunaSearch
 
-from ganlab import journal, protocols, rayprivate, raystart, rundir, runlock, storage, tunestate
+from ganlab import (
+    journal,
+    loggers,
+    optunasync,
+    pbt,
+    plugins,
+    protocols,
+    rayprivate,
+    raystart,
+    rundir,
+    runlock,
+    storage,
+    trackers,
+    tunestate,
+)
 from ganlab.collect import (
     Changes,
     CollectError,
@@ -36,6 +51,7 @@ from ganlab.collect import (
     first_line,
     local,
 )
+from ganlab.config import ConfigError
 from ganlab.devices import trial_device
 from ganlab.preflight import (
     check_run_dir,
@@ -44,12 +60,15 @@ from ganlab.preflight import (
 )
 from ganlab.reports import EvalReport, RunContext
 from ganlab.rundir import EXPERIMENT, JOURNAL, RECORD, SAMPLES_FILE, STATE_FILE
-from ganlab.search import SAMPLERS, SCHEDULERS
+from ganlab.search import PBT_MUTABLE, SAMPLERS, SCHEDULERS, SEARCHLESS
 from ganlab.space import SearchSpace
-from ganlab.spec import SweepSpec
+from ganlab.spec import BadInput, SweepSpec
 from ganlab.trial import Trial, read_state
 
 CHECKPOINTS_KEPT = 2
+# PBT clones another trial's last checkpoint, maybe after that trial wrote more: all are kept.
+PBT_CHECKPOINTS_KEPT = None
+WRITTEN_BY = "tune_trial_id"  # the key of a checkpoint's state naming the trial that wrote it
 COLLECT_EVERY_S = 20.0
 RETRY_FIRST_S, RETRY_MAX_S = 5.0, 120.0  # back-off of a collection that failed
 FINAL_ATTEMPTS = 4
@@ -65,22 +84,26 @@ def train(params: dict[str, Any], spec: SweepSpec, shipped: protocols.Shipped) -
     """Ray Tune function trainable: one configuration × the sweep's seeds, evaluated with the
     assets the driver `shipped` (the same on every node)."""
     started_at = time.time()
+    plugins.ensure(spec.plugins)  # the user's code (Ray's runtime environment), hash checked
     config = spec.trial_config(params)
     # Where Ray put it: `auto` is a card only when Ray gave the trial a GPU (a zero-GPU task sees
     # every card). The rows keep the configuration as asked; `device_used` says where it ran.
     placed = config.replace(device=trial_device(config.device, ray.get_gpu_ids()).type)
     trial = Trial(placed, assets=protocols.assets_for(placed, shipped))
     node_id = ray.get_runtime_context().get_node_id()
+    trial_id = tune.get_context().get_trial_id()
     checkpoint = tune.get_checkpoint()
-    resumed_from = restore(trial, checkpoint) if checkpoint is not None else None
+    resumed_from = restore(trial, checkpoint, trial_id) if checkpoint is not None else None
 
     def report(result: EvalReport) -> None:
         with tempfile.TemporaryDirectory() as directory:
-            trial.save(Path(directory) / STATE_FILE)
+            # Which trial wrote it: PBT's exploit hands it to another (`restore`).
+            torch.save({**trial.state_dict(), WRITTEN_BY: trial_id}, Path(directory) / STATE_FILE)
             torch.save(trial.samples, Path(directory) / SAMPLES_FILE)
             context = RunContext(trial_config=config.to_dict(), node_id=node_id,
                                  started_at=started_at, reported_at=time.time(),
-                                 resumed_from_step=resumed_from)  # fmt: skip
+                                 resumed_from_step=resumed_from,
+                                 plugins=plugins.describe(spec.plugins))  # fmt: skip
             metrics = {**result.to_dict(), **context.to_dict()}
             tune.report(metrics, checkpoint=tune.Checkpoint.from_directory(directory))
 
@@ -88,9 +111,11 @@ def train(params: dict[str, Any], spec: SweepSpec, shipped: protocols.Shipped) -
     trial.run()
 
 
-def restore(trial: Trial, checkpoint: tune.Checkpoint) -> int:
+def restore(trial: Trial, checkpoint: tune.Checkpoint, trial_id: str | None = None) -> int:
     """Load the newest readable checkpoint of the trial, from `checkpoint` back to older ones
-    (a latest one may be corrupt or half written); returns the step it was taken at."""
+    (a latest one may be corrupt or half written); returns the step it was taken at. A
+    checkpoint another trial wrote (PBT's exploit) loads with `PBT_MUTABLE` fields allowed to
+    differ, and the clone is recorded in the trial's `exploits`."""
     problems = []
     for candidate in _this_and_older(checkpoint):
         try:
@@ -99,7 +124,12 @@ def restore(trial: Trial, checkpoint: tune.Checkpoint) -> int:
         except Exception as error:  # unreadable, whatever the reason: try the one before it
             problems.append(f"{candidate.path}: {type(error).__name__}: {first_line(str(error))}")
             continue
-        trial.load_state_dict(state)
+        writer = state.get(WRITTEN_BY, trial_id)  # older checkpoints: none recorded
+        cloned = trial_id is not None and writer != trial_id
+        changed = trial.load_state_dict(state, PBT_MUTABLE if cloned else ())
+        if cloned:
+            trial.exploits.append({"step": trial.step, "trial": trial_id, "from_trial": writer,
+                                   "changed": changed})  # fmt: skip
         if problems:
             print(f"resumed from {candidate.path} (step {trial.step}); skipped: {problems}")
         return trial.step
@@ -139,11 +169,35 @@ class JournalSearch(OptunaSearch):
     trial stands (a resumed trial repeats the same values), so such a report is dropped.
     """
 
+    journal_path: Path | None = None  # this run's journal
+    journal_copy: str | None = None  # the run's URI, where a copy of the journal is kept
+
+    def use_journal(self, path: Path, copy_to: str | None) -> None:
+        """Keep the study in the journal at `path`, copied to the run at URI `copy_to` (if any)
+        before every save of the searcher's state. A restored searcher's pickled storage names
+        the journal by the absolute path it had where the sweep started: on another machine (or
+        working directory), another file, or none; and that machine's copy of the journal must
+        hold every trial the saved state knows."""
+        self.journal_path, self.journal_copy = path, copy_to
+
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        # Tune copies the state saved here to the storage afterwards: the journal goes first.
+        if self.journal_copy is not None and self.journal_path is not None:
+            try:
+                storage.push(self.journal_path.parent, self.journal_copy, [self.journal_path.name])
+            except OSError as error:  # the next save tries again; the sweep goes on
+                print(f"copying the Optuna journal to {self.journal_copy} failed ({error})")
+        super().save_to_dir(checkpoint_dir, session_str)
+
     def restore_from_dir(self, checkpoint_dir: str) -> None:
         """Restore, then hand on the suggestions a killed driver had asked for but Tune never
         recorded: each orphan is closed as FAIL and its parameters queued, so the next trial
         runs them (a grid's point is run, not skipped or doubled; TPE ignores the orphan)."""
-        super().restore_from_dir(checkpoint_dir)
+        here = (self.journal_path, self.journal_copy)
+        super().restore_from_dir(checkpoint_dir)  # the pickled state, its journal path with it
+        if here[0] is not None:
+            self.journal_path, self.journal_copy = here
+            rayprivate.set_search_storage(self, journal.journal_storage(here[0]))
         study = rayprivate.search_study(self)
         known = {ot_trial.number for ot_trial in rayprivate.search_trials(self).values()}
         running = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
@@ -153,11 +207,42 @@ class JournalSearch(OptunaSearch):
                 study.enqueue_trial(params, skip_if_exists=False)
             study.tell(orphan.number, state=optuna.trial.TrialState.FAIL)
 
+    @property
+    def _told(self) -> dict[str, int]:
+        """Tune trial id -> the last GAN step told; kept in the searcher's pickled state (one
+        pickled before it existed, resumed, starts it empty)."""
+        return self.__dict__.setdefault("_ganlab_told", {})
+
     def on_trial_result(self, trial_id: str, result: dict[str, Any]) -> None:
+        """Each evaluation at its GAN step, with ganlab's names (`ganlab.optunasync`)."""
+        if rayprivate.search_trial_done(self, trial_id):
+            return
+        ot_trial = rayprivate.search_trials(self)[trial_id]
         try:
-            super().on_trial_result(trial_id, result)
+            told = optunasync.report(ot_trial, trial_id, result, self._told.get(trial_id))
         except optuna.exceptions.UpdateFinishedTrialError:
             rayprivate.mark_search_trial_done(self, trial_id)  # finished in the journal
+            return
+        if told is not None:
+            self._told[trial_id] = told
+
+    def on_trial_complete(
+        self, trial_id: str, result: dict[str, Any] | None = None, error: bool = False
+    ) -> None:
+        """PRUNED where the trial stopped before its last report (ASHA, the time budget), FAIL
+        on an error, else COMPLETE (`ganlab.optunasync`). Tune does not pass the result it
+        stopped a trial on to `on_trial_result`, so it is reported here first."""
+        if rayprivate.search_trial_done(self, trial_id):
+            return
+        if result:
+            self.on_trial_result(trial_id, result)
+            if rayprivate.search_trial_done(self, trial_id):  # finished in the journal
+                return
+        study, ot_trial = rayprivate.search_study(self), rayprivate.search_trials(self)[trial_id]
+        # Finished in the journal already (a killed driver's trial, resumed): its record stands.
+        with contextlib.suppress(optuna.exceptions.UpdateFinishedTrialError):
+            optunasync.finish(study, ot_trial, result, error)
+        rayprivate.mark_search_trial_done(self, trial_id)
 
 
 def _orphan_params(study: optuna.Study, orphan: optuna.trial.FrozenTrial) -> dict[str, Any]:
@@ -171,11 +256,15 @@ def _orphan_params(study: optuna.Study, orphan: optuna.trial.FrozenTrial) -> dic
     return rayprivate.grid_point(study.sampler, orphan.system_attrs["grid_id"])
 
 
-def _searcher(spec: SweepSpec, run_dir: Path) -> OptunaSearch | None:
-    """Every search goes through Optuna, so every sweep has a journal study to inspect."""
+def _searcher(
+    spec: SweepSpec, run_dir: Path, points: list[dict[str, Any]] | None = None
+) -> OptunaSearch | None:
+    """Every search goes through Optuna, so every sweep has a journal study to inspect; the
+    study tries `points` (searched values) first, in order (`ganlab confirm`)."""
     if not spec.search:
         return None
-    return JournalSearch(
+    searcher = JournalSearch(
+        points_to_evaluate=points,
         space=SearchSpace(spec.search),
         metric="objective",
         mode=spec.mode,
@@ -183,6 +272,20 @@ def _searcher(spec: SweepSpec, run_dir: Path) -> OptunaSearch | None:
         study_name=spec.name,
         storage=journal_storage(run_dir),
     )
+    searcher.use_journal(run_dir / JOURNAL, _journal_copy(spec))
+    return searcher
+
+
+def _population(
+    spec: SweepSpec, points: list[dict[str, Any]] | None = None
+) -> BasicVariantGenerator:
+    """Tune's own sampling of the `param_space` (`ganlab.pbt`), seeded by `search_seed`: a
+    PBT population (no Optuna study), `points` first."""
+    return BasicVariantGenerator(points_to_evaluate=points, random_state=spec.search_seed)
+
+
+def _journal_copy(spec: SweepSpec) -> str | None:
+    return spec.storage_uri if spec.is_remote_storage else None
 
 
 def _scheduler(spec: SweepSpec) -> TrialScheduler:
@@ -202,7 +305,7 @@ class Progress(tune.Callback):
     def __init__(self, spec: SweepSpec, run_dir: Path, echo: Callable[[str], None]):
         self.spec, self.run_dir, self.echo = spec, run_dir, echo
         configure = functools.partial(_trial_config_dict, spec)
-        self.collector = Collector(run_dir, spec.name, configure)
+        self.collector = Collector(run_dir, spec.name, configure, plugins.describe(spec.plugins))
         self.changed: dict[str, Any] = {}  # trial id -> Tune's trial, collected next time
         self.failures = 0
         self.error: Exception | None = None
@@ -256,6 +359,9 @@ class Progress(tune.Callback):
         if time.monotonic() >= self.next_snapshot:
             self.next_snapshot = time.monotonic() + SNAPSHOT_EVERY_S
             self._snapshot()
+        problem = storage.renew_lease()  # a URI storage's: still this driver's
+        if problem:
+            self.echo(f"{problem}; the sweep goes on")
 
     def collect(self) -> bool:
         """Collect the trials that changed, and keep a good copy of Tune's state; False
@@ -266,10 +372,11 @@ class Progress(tune.Callback):
                 self.collector.update(_source(trial))
         self.changed.clear()
         self._snapshot()
-        if len(self.collector.pending) >= MANY_PENDING:  # e.g. every trial, after a resume
+        many = len(self.collector.pending) >= MANY_PENDING  # e.g. every trial, after a resume
+        if many:
             self.echo(f"collecting {len(self.collector.pending)} trials into the tables")
         try:
-            changes = self.collector()
+            changes = self.collector(progress=self._collecting if many else None)
             if self.spec.is_remote_storage:
                 self._push(changes)
         except Exception as error:  # reported and retried: collecting must not end the sweep
@@ -286,6 +393,11 @@ class Progress(tune.Callback):
         self.failures = 0
         self.next_collect = time.monotonic() + COLLECT_EVERY_S
         return True
+
+    def _collecting(self, done: int, total: int) -> None:
+        """A line every tenth of a large collection."""
+        if done and (done == total or done % max(1, total // 10) == 0):
+            self.echo(f"collected {done}/{total} trials")
 
     def _snapshot(self) -> None:
         """Keep Tune's staged experiment state, whole, for a resume after a cut write. Tune
@@ -352,19 +464,34 @@ def run(
     address: str | None = None,
     resume: bool = False,
     echo: Callable[[str], None] = print,
+    points: list[dict[str, Any]] | None = None,
 ) -> Path:
-    """Run (or resume) a sweep to the end; returns the run directory holding the tables."""
+    """Run (or resume) a sweep to the end, its study trying `points` first; returns the run
+    directory holding the tables."""
+    trackers.check_installed(spec)  # a tracker's missing package stops it before any work
     run_dir = check_run_dir(spec, resume)  # before anything is written
     try:
-        with runlock.hold(run_dir):
+        with runlock.hold(run_dir), _writer_lease(spec):
             check_run_dir(spec, resume)  # again: another sweep may have started meanwhile
-            _run(spec, run_dir, address, resume, echo)
+            _run(spec, run_dir, address, resume, echo, points)
     except runlock.Locked as locked:
         raise running_error(spec, run_dir, locked.holder) from None
+    except storage.Taken as taken:  # another machine's driver writes this URI
+        raise running_error(spec, taken.uri, taken.holder) from None
     return run_dir
 
 
-def _run(spec: SweepSpec, run_dir: Path, address: str | None, resume: bool, echo) -> None:
+def _writer_lease(spec: SweepSpec) -> contextlib.AbstractContextManager:
+    """One driver at a time on a URI storage's run (the run directory's lock is this machine's
+    only); nothing to hold for a local one."""
+    if spec.is_remote_storage:
+        return storage.writer_lease(spec.storage_uri)
+    return contextlib.nullcontext()
+
+
+def _run(
+    spec: SweepSpec, run_dir: Path, address: str | None, resume: bool, echo, points=None
+) -> None:
     if spec.is_remote_storage:
         storage.pull(spec.storage_uri, run_dir, [RECORD, JOURNAL])
     # A driver killed inside an append leaves a partial line, which the next append would glue
@@ -372,7 +499,9 @@ def _run(spec: SweepSpec, run_dir: Path, address: str | None, resume: bool, echo
     journal.cut_partial_line(run_dir / JOURNAL)
     if not resume:
         write_record(spec, run_dir)
-    started = raystart.start(address)
+        if spec.is_remote_storage:  # at once: a resume elsewhere checks against it
+            storage.push(run_dir, spec.storage_uri, [RECORD])
+    started = raystart.start(address, plugins.runtime_env(spec.plugins))
     try:
         shipped = protocols.prepare(spec, run_dir, echo)
         progress = Progress(spec, run_dir, echo)
@@ -380,7 +509,7 @@ def _run(spec: SweepSpec, run_dir: Path, address: str | None, resume: bool, echo
         if resume:
             resume = _restorable(spec, run_dir, experiment, echo)
         with tunestate.RestoreGuard(experiment):
-            _fit(_tuner(spec, run_dir, resume, progress, shipped))
+            _fit(_tuner(spec, run_dir, resume, progress, shipped, points))
         close_study(spec, run_dir)
         progress.finish()
     except BaseException:
@@ -449,29 +578,43 @@ def trial_dir_name(trial) -> str:
 
 
 def _tuner(
-    spec: SweepSpec, run_dir: Path, resume: bool, progress: Progress, shipped: protocols.Shipped
+    spec: SweepSpec,
+    run_dir: Path,
+    resume: bool,
+    progress: Progress,
+    shipped: protocols.Shipped,
+    points: list[dict[str, Any]] | None = None,
 ) -> tune.Tuner:
     resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    # A configuration a worker refuses fails the same way every time: no retry, its message in
+    # the tables (a worker that died is retried as `max_failures` allows).
+    rayprivate.never_retry((ConfigError, BadInput))
     # The protocol's assets go to every node once, through Ray's object store.
     trainable = tune.with_parameters(train, spec=spec, shipped=shipped)
     trainable = tune.with_resources(trainable, resources)
     where = spec.storage_uri if spec.is_remote_storage else str(run_dir)
     # Our own JSON logger ahead of Progress: Tune appends its loggers after the callbacks it is
     # given, and Progress collects result.json, which must hold the result it is told of.
-    callbacks = [JsonLoggerCallback(), progress]
+    # The trackers (`loggers:`) come after both: a slow one delays neither.
+    callbacks = [rayprivate.KeepLocalResults(), progress, *loggers.callbacks(spec, run_dir)]
     if resume:
         tuner = tune.Tuner.restore(
             f"{where}/{EXPERIMENT}", trainable, resume_unfinished=True, resume_errored=True
         )
         rayprivate.replace_restored_callbacks(tuner, callbacks)
+        searcher = rayprivate.restored_search_alg(tuner)
+        if isinstance(searcher, JournalSearch):  # this run directory's journal, not the pickled
+            searcher.use_journal(run_dir / JOURNAL, _journal_copy(spec))
         return tuner
+    searchless = spec.scheduler.name in SEARCHLESS  # PBT draws its own population
     tune_config = tune.TuneConfig(
         metric="objective",
         mode=spec.mode,
-        search_alg=_searcher(spec, run_dir),
+        search_alg=_population(spec, points) if searchless else _searcher(spec, run_dir, points),
         scheduler=_scheduler(spec),
         num_samples=spec.num_samples,
-        max_concurrent_trials=spec.max_concurrent,
+        # A PBT population is made at once and takes turns on the resources (PBT pauses trials).
+        max_concurrent_trials=None if searchless else spec.max_concurrent,
         time_budget_s=spec.time_budget,
         reuse_actors=True,
         trial_dirname_creator=trial_dir_name,
@@ -480,12 +623,15 @@ def _tuner(
         name=EXPERIMENT,
         storage_path=where,
         sync_config=tune.SyncConfig(sync_period=SYNC_PERIOD_S),
-        checkpoint_config=tune.CheckpointConfig(num_to_keep=CHECKPOINTS_KEPT),
+        checkpoint_config=tune.CheckpointConfig(
+            num_to_keep=PBT_CHECKPOINTS_KEPT if searchless else CHECKPOINTS_KEPT
+        ),
         failure_config=tune.FailureConfig(max_failures=spec.max_failures),
         callbacks=callbacks,
         verbose=0,
     )
-    return tune.Tuner(trainable, tune_config=tune_config, run_config=run_config)
+    space = pbt.param_space(spec) if searchless else None
+    return tune.Tuner(trainable, param_space=space, tune_config=tune_config, run_config=run_config)
 
 
 def close_study(spec: SweepSpec, run_dir: Path) -> None:
@@ -493,5 +639,4 @@ def close_study(spec: SweepSpec, run_dir: Path) -> None:
     if not (run_dir / JOURNAL).exists():
         return
     study = optuna.load_study(study_name=spec.name, storage=journal_storage(run_dir))
-    for frozen in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        study.tell(frozen.number, state=optuna.trial.TrialState.PRUNED)
+    optunasync.prune_unfinished(study)

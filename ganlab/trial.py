@@ -38,6 +38,11 @@ generator that wrote them; loaded into a generator of another type (a card's che
 CPU or `meta` trial, whose generators are CPU ones, or back), they cannot be restored, so each
 stream is reseeded from (seed, step, stream) (`devices.reseed_value`), and the trial records the
 move in `reseeds` (kept in its state and carried by every later report).
+
+Checkpoints move between configurations only in the fields a caller allows (`load_state_dict`'s
+`mutable`: Population Based Training's exploits, `ganlab.search.PBT_MUTABLE`): the weights, step
+and history are the checkpoint's, the learning rates, betas, EMA decay and penalty weight this
+trial's. The clones behind a trial's weights are in `exploits`, kept and carried like `reseeds`.
 """
 
 import copy
@@ -52,7 +57,7 @@ import torch
 from torch import Tensor, nn
 
 from ganlab import data as datasets
-from ganlab import execution, initial, models
+from ganlab import execution, initial, models, penalties
 from ganlab.batched import BatchedSeeds
 from ganlab.config import TrialConfig
 from ganlab.devices import (
@@ -70,7 +75,7 @@ from ganlab.losses import LOSSES
 from ganlab.metrics import Evaluator
 from ganlab.metrics.assets import EvalAssets
 from ganlab.objective import mode_outcome, robust_objective
-from ganlab.penalties import PENALTIES, no_penalty
+from ganlab.penalties import PENALTIES
 from ganlab.reports import SIGNALS, EvalReport, SeedReport
 
 Report = Callable[[EvalReport], None]
@@ -151,9 +156,8 @@ class Trial:
                                             _assets(assets, rung, final))  # fmt: skip
         self.data = data.to(self.device)  # resident for the whole trial: no copies per step
         self.loss = LOSSES[config.loss]
-        # The do-nothing penalty, or a weight of 0, runs no kernel at all.
-        active = config.penalty_weight and PENALTIES[config.penalty] is not no_penalty
-        self.penalty = PENALTIES[config.penalty] if active else None
+        # Weighted already; the do-nothing penalty, or a weight of 0, runs no kernel at all.
+        self.penalty = penalties.combine(config.penalty, config.penalty_weight, PENALTIES)
         self.seeds = [self._build_seed(seed) for seed in config.seeds]
         self.execution = execution.choose(config, self.device)
         self._batched: BatchedSeeds | None = None  # the stacked live seeds, when batched
@@ -170,6 +174,9 @@ class Trial:
         self.samples: dict[int, Tensor] = {}
         # Each load that reseeded random streams: {"step": int, "from": type, "to": type}.
         self.reseeds: list[dict[str, Any]] = []
+        # The clones behind these weights (Population Based Training's exploits, recorded by
+        # `ganlab.sweep`): {"step", "trial", "from_trial", "changed": {field: [old, new]}}.
+        self.exploits: list[dict[str, Any]] = []
 
     # --- construction ---------------------------------------------------------------------
 
@@ -252,9 +259,7 @@ class Trial:
             d_real, d_fake = s.d(real), s.d(fake.detach())
             d_loss, _ = self.loss(d_real, d_fake)
             if self.penalty is not None:
-                d_loss = d_loss + cfg.penalty_weight * self.penalty(
-                    s.d, real, fake.detach(), s.rng
-                )
+                d_loss = d_loss + self.penalty(s.d, real, fake.detach(), s.rng)
             s.opt_d.zero_grad(set_to_none=True)
             d_loss.backward()
             with torch.no_grad():
@@ -306,7 +311,9 @@ class Trial:
             last=final or not any(s.alive for s in self.seeds),
             seeds=per_seed,
             device_name=device_name(self.device),
+            execution=self.execution,
             reseeds=[dict(event) for event in self.reseeds],
+            exploits=[dict(event) for event in self.exploits],
         )
         self.history.append(report)
         self.report(report)
@@ -427,23 +434,35 @@ class Trial:
             "samples": dict(self.samples),
             "seeds": [_seed_state(s) for s in self.seeds],
             "reseeds": [dict(event) for event in self.reseeds],
+            "exploits": [dict(event) for event in self.exploits],
         }
 
-    def load_state_dict(self, state: dict[str, Any]) -> None:
+    def load_state_dict(
+        self, state: dict[str, Any], mutable: Sequence[str] = ()
+    ) -> dict[str, list[Any]]:
         """Restore `state_dict()`'s output, from whatever device its tensors are on. Random
         streams written by another device type are reseeded, and the move recorded in
-        `reseeds`."""
-        if _identity(state["config"]) != _identity(self.config.to_dict()):
+        `reseeds`. The fields in `mutable` may differ from the checkpoint's (Population Based
+        Training's exploits): this trial's values take effect from here on. Returns those that
+        differ, {field: [checkpoint's, this trial's]}."""
+        saved, mine = _identity(state["config"]), _identity(self.config.to_dict())
+        if {k: v for k, v in saved.items() if k not in mutable} != {
+            k: v for k, v in mine.items() if k not in mutable
+        }:
             raise ValueError("checkpoint was written by a different configuration")
         self.step, self.wall_s, self.train_s = state["step"], state["wall_s"], state["train_s"]
         self.history = [EvalReport.from_dict(report) for report in state["history"]]
         self.samples = dict(state["samples"])
         self.reseeds = [dict(event) for event in state.get("reseeds", [])]  # older: none
+        self.exploits = [dict(event) for event in state.get("exploits", [])]
         moved: set[str] = set()
-        for s, saved in zip(self.seeds, state["seeds"], strict=True):
-            moved |= _load_seed_state(s, saved, self.step)
+        for s, saved_seed in zip(self.seeds, state["seeds"], strict=True):
+            moved |= _load_seed_state(s, saved_seed, self.step)
+            _set_hyperparameters(s, self.config)  # the optimisers' states bring the saved ones
+        self._batched = None  # a stacked engine takes its rates from this trial's config
         to = self.seeds[0].rng.device.type
         self.reseeds += [{"step": self.step, "from": kind, "to": to} for kind in sorted(moved)]
+        return {k: [saved[k], mine[k]] for k in mutable if saved.get(k) != mine.get(k)}
 
     def save(self, path: str | os.PathLike) -> None:
         """Write the whole state to `path` (a checkpoint `load` restores on any device)."""
@@ -562,6 +581,14 @@ def _load_seed_state(s: Seed, saved: dict[str, Any], step: int) -> set[str]:
     for name in ("dead", "signals", "dead_steps"):
         getattr(s, name).copy_(saved[name])
     return {kind for stream in STREAMS if (kind := _restore_stream(s, saved, stream, step))}
+
+
+def _set_hyperparameters(s: Seed, config: TrialConfig) -> None:
+    """The learning rates and betas of `config` in the seed's optimisers (a loaded optimiser
+    state brings the rates it was saved with)."""
+    for optimizer, lr in ((s.opt_g, config.lr_g), (s.opt_d, config.lr_d)):
+        for group in optimizer.param_groups:
+            group["lr"], group["betas"] = lr, (config.beta1, config.beta2)
 
 
 def written_on(saved: dict[str, Any], stream: str) -> str:

@@ -38,6 +38,9 @@ class YamlError(ValueError):
         super().__init__(f"{field}: {message}")
         self.field, self.message = field, message
 
+    def __reduce__(self):  # pickles from both arguments
+        return type(self), (self.field, self.message)
+
 
 def read_yaml(text: str) -> Any:
     """Parse `text`; raises yaml.YAMLError for bad syntax and YamlError for what is refused."""

@@ -12,6 +12,8 @@ from ganlab.models import ARCHITECTURES, NORMS
 from ganlab.penalties import PENALTIES
 
 NORM_NAMES = sorted(NORMS)
+# Every registered penalty, and a sum of two (R3GAN's R1 + R2) for the path that adds them.
+PENALTY_NAMES = [*sorted(PENALTIES), "r1+r2"]
 
 
 def dataset_of(arch: str) -> str:
@@ -35,7 +37,7 @@ def every_objective() -> list[dict]:
     """Every loss × penalty × arch, with the architecture options cycling."""
     cases = []
     for i, (loss, penalty, arch) in enumerate(
-        itertools.product(sorted(LOSSES), sorted(PENALTIES), sorted(ARCHITECTURES))
+        itertools.product(sorted(LOSSES), PENALTY_NAMES, sorted(ARCHITECTURES))
     ):
         clip = 0.05 if loss == "wasserstein" and penalty == "none" else 0.0
         cases.append({"loss": loss, "penalty": penalty, "arch": arch, "clip": clip,

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).parent))  # tests/fake_datasets.py, tests/tables.py
+sys.path.insert(0, str(Path(__file__).parent))  # tests/fake_datasets.py, tests/runs.py
 
 
 @pytest.fixture(scope="session", autouse=True)

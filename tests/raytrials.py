@@ -42,7 +42,7 @@ def report(trial_id: str, config: dict, step: int, index: int, **seed_changes: d
         "step": step, "objective": fids[len(fids) // 2], "div_rate": 0.0, "collapse_rate": 0.0,
         "wall_s": 0.5 * (1 + index), "samples_per_s": 1234.5, "device": "cpu",
         "protocol": PROTOCOL, "last": step >= config["steps"], "seeds": seeds,
-        "device_name": "cpu", "reseeds": [],
+        "device_name": "cpu", "execution": "sequential", "reseeds": [],
         "trial_config": config, "node_id": "ab" * 28, "started_at": 1.8e9,
         "reported_at": 1.8e9 + index, "resumed_from_step": None, "timestamp": 1800000000,
         "checkpoint_dir_name": f"checkpoint_{index:06d}", "should_checkpoint": True,

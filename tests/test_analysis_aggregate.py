@@ -1,10 +1,12 @@
 """Aggregates against values computed by hand or in closed form."""
 
+import math
+
 import numpy as np
 import optuna
 import pandas as pd
 import pytest
-from tables import JOURNAL, make_run, trial_rows, write_journal
+from runs import make_run, trial_table, write_journal
 
 from analysis.aggregate import (
     budget_curves,
@@ -17,7 +19,8 @@ from analysis.aggregate import (
     table_importance,
 )
 from analysis.stability import get_divergence_info
-from ganlab.rundir import TRIALS
+from ganlab import results
+from ganlab.rundir import JOURNAL
 
 
 def _seeds(trial_id, values, statuses=None, objective=np.nan, **config):
@@ -60,7 +63,7 @@ def hand_table() -> pd.DataFrame:
             lr_g=1e-3,
         )
     )
-    return trial_rows(rows)
+    return trial_table(rows)
 
 
 def test_median_and_iqr_over_seeds(hand_table):
@@ -81,7 +84,8 @@ def test_divergence_and_collapse_rates(hand_table):
     stats = config_stats(hand_table).set_index("objective")
     assert stats.loc[2.75, "div_rate"] == pytest.approx(0.0)
     assert stats.loc[20.0, "div_rate"] == pytest.approx(1 / 4)
-    assert stats.loc[20.0, "collapse_rate"] == pytest.approx(1 / 4)
+    # of the three seeds that trained every step (the diverged one is not judged)
+    assert stats.loc[20.0, "collapse_rate"] == pytest.approx(1 / 3)
     assert stats.loc[1e5, "div_rate"] == pytest.approx(1 / 2)  # the errored seed is not counted
     assert stats.loc[1e5, "n_errors"] == 1
 
@@ -92,6 +96,37 @@ def test_configs_ranked_best_first(hand_table):
     assert list(stats["rank"]) == [1, 2, 3]
     flipped = hand_table.assign(mode="max")
     assert list(config_stats(flipped)["objective"]) == pytest.approx([1e5, 20.0, 2.75])
+
+
+def test_configurations_are_ranked_at_equal_budgets():
+    # d: ASHA stopped it at step 1,500 with the best objective of all; e stopped at 3,000;
+    # f trained all 5,000 steps; g's seeds all diverged at step 500.
+    def trial(trial_id, objective, statuses, steps_done, lr_g):
+        return [{"trial_id": trial_id, "seed": s, "status": st, "steps_done": n,
+                 "objective": objective, "steps": 5000, "lr_g": lr_g}
+                for s, (st, n) in enumerate(zip(statuses, steps_done, strict=True))]  # fmt: skip
+
+    table = trial_table(
+        trial("d", 1.0, ["pruned", "pruned"], [1500, 1500], 1e-4)
+        + trial("e", 3.0, ["pruned", "diverged"], [3000, 2000], 2e-4)
+        + trial("f", 9.0, ["completed", "collapsed"], [5000, 5000], 3e-4)
+        + trial("g", 1e5, ["diverged", "diverged"], [500, 450], 4e-4)
+    )
+    ranked = results.ranking(table)
+    order = table.drop_duplicates("config_id").set_index("config_id")["trial_id"]
+    assert list(order[ranked.index]) == ["f", "e", "d", "g"]
+    assert list(ranked["at_step"]) == [5000, 3000, 1500, 500]
+    assert list(ranked["stopped"]) == [False, True, True, True]
+    # over the judged seeds (`results.rates`): e's pruned seed is not one; d has none
+    assert list(ranked["div_rate"]) == pytest.approx([0.0, 1.0, math.nan, 1.0], nan_ok=True)
+    stats = config_stats(table)
+    assert list(stats.index) == list(ranked.index)
+    assert list(stats["statuses"]) == ["1 collapsed, 1 completed", "1 diverged, 1 pruned",
+                                       "2 pruned", "2 diverged"]  # fmt: skip
+    assert np.isnan(stats["collapse_rate"].iloc[1])  # no seed of e trained every step
+    summary = results.summarise(table)
+    assert list(summary["config_id"]) == list(ranked.index)
+    assert list(summary["at_step"]) == [5000, 3000, 1500, 500]
 
 
 def test_divergence_rate_over_loss_and_learning_rate(hand_table):
@@ -139,7 +174,7 @@ def test_budget_curves_per_loss_on_a_known_table():
         {"trial_id": f"t{i}", "seed": 0, "objective": float(v), "loss": loss}
         for i, (v, loss) in enumerate([(1, "hinge"), (3, "hinge"), (2, "minimax"), (6, "minimax")])
     ]
-    curves = budget_curves(trial_rows(rows))
+    curves = budget_curves(trial_table(rows))
     assert list(curves) == ["all trials", "loss=hinge", "loss=minimax"]
     assert curves["all trials"].mean[0] == pytest.approx(3.0)  # n=1: the plain mean
     assert curves["loss=hinge"].mean[1] == pytest.approx(1.5)
@@ -156,7 +191,7 @@ def test_table_importance_on_a_factorial_grid():
             [(x, y) for x in ((1e-4, 0.0), (1e-3, 10.0)) for y in (("hinge", 0), ("minimax", 1))]
         )
     ]
-    importance = table_importance(trial_rows(rows))
+    importance = table_importance(trial_table(rows))
     assert importance.params == ["lr_g", "loss"]
     assert importance.values == pytest.approx([0.8, 0.2])
     assert "4 trials" in importance.source
@@ -164,7 +199,7 @@ def test_table_importance_on_a_factorial_grid():
 
 def test_importance_from_the_optuna_journal(tmp_path):
     run = make_run(tmp_path / "run", n_configs=30, seeds=3, evals=3, with_journal=True)
-    trials = pd.read_parquet(run / TRIALS)
+    trials, _ = results.load(run)
     importance = param_importance(trials, run)
     assert importance.source.startswith("Optuna fANOVA on the journal study")
     assert sum(importance.values) == pytest.approx(1.0)
@@ -187,7 +222,7 @@ def test_importance_of_one_dominant_parameter_via_optuna(tmp_path):
             zip(10 ** rng.uniform(-5, -2, 40), rng.choice([0.0, 0.5], 40), strict=True)
         )
     ]
-    trials = trial_rows(rows)
+    trials = trial_table(rows)
     write_journal(tmp_path / JOURNAL, trials)
     importance = param_importance(trials, tmp_path)
     assert importance.source.startswith("Optuna")
@@ -196,7 +231,7 @@ def test_importance_of_one_dominant_parameter_via_optuna(tmp_path):
 
 
 def test_importance_falls_back_to_the_table(tmp_path):
-    trials = trial_rows(
+    trials = trial_table(
         [
             {"trial_id": "t0", "seed": 0, "loss": "hinge", "objective": 1.0},
             {"trial_id": "t1", "seed": 0, "loss": "minimax", "objective": 2.0},
@@ -239,3 +274,20 @@ def test_parameter_bins():
 def test_objective_and_searched_parameters(hand_table):
     assert tuple(objective_of(hand_table)) == ("fid", "min", False)
     assert searched_parameters(hand_table) == ["loss", "lr_g"]
+
+
+def test_a_trial_that_failed_before_measuring_is_not_a_protocol_of_its_own(tmp_path):
+    from analysis.aggregate import config_stats, objective_of
+    from analysis.summary import get_summary_info
+
+    trials, _ = results.load(make_run(tmp_path / "run", n_configs=4, seeds=2, evals=3))
+    failed = trials.iloc[:2].assign(trial_id="failed", config_id="failed0000", status="error",
+                                    protocol="")  # fmt: skip
+    trials = pd.concat([trials, failed], ignore_index=True)
+    info = get_summary_info(trials, config_stats(trials), objective_of(trials), ["loss"])
+    assert [p["extractor"] for p in info.protocols] == ["raw"]
+    assert not any("mixes" in warning for warning in info.warnings)
+    # and the rates: the failed seeds count only in the error share
+    shares = results.rates(trials["status"])
+    assert shares.error == pytest.approx(2 / len(trials))
+    assert shares.n_judged == int(trials["status"].isin(results.JUDGED_STATUSES).sum())

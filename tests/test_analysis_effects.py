@@ -2,15 +2,18 @@
 
 import numpy as np
 import pytest
-from tables import trial_rows
+from runs import make_run, trial_table
 
 from analysis.effects import (
+    at_common_step,
     bootstrap_summaries,
     describe,
+    effect_sentences,
     get_effects_info,
     includes_no_effect,
     plot_effects,
 )
+from ganlab import results
 
 
 def _table(modes_by_config, diverged=()):
@@ -33,7 +36,7 @@ def _table(modes_by_config, diverged=()):
                     "final_modes": np.nan if dead else float(modes),
                 }
             )
-    return trial_rows(rows)
+    return trial_table(rows)
 
 
 def _effect(info, factor, outcome):
@@ -50,17 +53,19 @@ def test_a_clear_effect_and_a_null_one():
     assert (packing.estimate, packing.lo, packing.hi) == pytest.approx((10.0, 10.0, 10.0))
     assert (packing.n_configs, packing.n_seeds) == (4, 12)
     assert not includes_no_effect(packing)
-    assert "more modes, the interval excludes no effect" in describe(packing, "max")
+    assert "more modes, the interval excludes zero" in describe(packing, "max")
     objective = _effect(info, "pack", "objective")
     assert objective.estimate == pytest.approx(10.0)
     assert "better" in describe(objective, "max")
     loss = _effect(info, "loss", "modes")
     assert (loss.estimate, loss.lo, loss.hi) == pytest.approx((0.0, -5.0, 5.0), abs=5.0)
     assert includes_no_effect(loss)
-    assert "the interval includes no effect" in describe(loss, "max")
-    divergence = _effect(info, "pack", "diverged")
-    assert (divergence.estimate, divergence.lo, divergence.hi) == (0.0, 0.0, 0.0)
-    assert includes_no_effect(divergence)
+    assert "the interval includes zero" in describe(loss, "max")
+    # no seed diverged: the divergence rate does not vary, so it has no effects
+    assert [e for e in info.effects if e.outcome == "diverged"] == []
+    sentences = effect_sentences(info)
+    assert len(sentences) == 2  # pack on modes and on the objective: the others include zero
+    assert all("pack = 2 against 1" in s and "excludes zero" in s for s in sentences)
 
 
 def test_one_lucky_configuration_is_not_an_effect():
@@ -82,7 +87,8 @@ def test_diverged_seeds_count_as_worst_objective_and_raise_divergence():
     assert "diverges more often" in describe(divergence, "max")
     objective = _effect(info, "pack", "objective")
     assert objective.estimate == pytest.approx(-1.0 - 10.0)  # median seed is the sentinel -1
-    assert _effect(info, "pack", "modes").estimate == pytest.approx(0.0)
+    # every seed that ran on found 10 modes: modes do not vary, so they have no effect here
+    assert [e for e in info.effects if e.outcome == "modes"] == []
 
 
 def test_bootstrap_keeps_each_configurations_seed_count():
@@ -96,7 +102,7 @@ def test_bootstrap_keeps_each_configurations_seed_count():
 def test_figure_has_one_panel_per_outcome():
     configs = {(pack, "hinge", i): 10 * pack for pack in (1, 2) for i in range(2)}
     fig = plot_effects(get_effects_info(_table(configs), ["pack"], "modes", "max"))
-    assert len(fig.data) == 3
+    assert len(fig.data) == 2  # objective and modes; no seed diverged
     assert list(fig.data[1].x) == [10.0]
 
 
@@ -113,6 +119,8 @@ def test_verdict_names_ties_and_a_supported_winner():
     verdict = get_verdict(clear, _ranked(clear), "modes", "max")
     assert (verdict.ties, verdict.compared) == ([], 2)
     assert verdict.sentence.startswith("The best configuration is better than each of the next 2")
+    assert verdict.sentence.endswith("Compared at step 2,000, among configurations trained to "
+                                     "their end there.")  # fmt: skip
     rows = _table({(2, "hinge", 0): 10, (1, "hinge", 0): 10})
     rows.loc[rows["trial_id"] == "t0", "final_modes"] = [25.0, 10.0, 10.0]  # one lucky seed
     verdict = get_verdict(rows, _ranked(rows), "modes", "max")
@@ -121,7 +129,7 @@ def test_verdict_names_ties_and_a_supported_winner():
 
 
 def test_protocol_floor_and_warnings_in_words():
-    from analysis.report import fid_floors, protocol_warnings
+    from analysis.summary import fid_floors, protocol_warnings
 
     good = {"extractor": "inception", "standard_weights": True, "n_real": 10000,
             "n_fake": 10000, "dim": 2048, "rank_deficient": False, "fid_floor": 2.5}  # fmt: skip
@@ -143,3 +151,29 @@ def test_a_conditional_factor_is_compared_where_it_applies():
     clip = _effect(get_effects_info(table, ["clip"], "modes", "max"), "clip", "modes")
     assert (clip.level, clip.baseline, clip.n_configs, clip.n_seeds) == ("0.05", "0.01", 1, 3)
     assert clip.estimate == pytest.approx(5.0)
+
+
+def test_no_interval_excluding_zero_is_said_in_one_line():
+    configs = {(pack, "hinge", i): 10 + i for pack in (1, 2) for i in range(2)}
+    (line,) = effect_sentences(get_effects_info(_table(configs), ["pack"], "modes", "max"))
+    assert line.startswith("No effect's 95 % interval excludes zero")
+
+
+def test_effects_compare_every_seed_at_the_step_all_trials_reached(tmp_path):
+    # ASHA stops trials at the rung (step 300 of 600): every seed is read there
+    run = make_run(tmp_path / "run", n_configs=12, seeds=2, evals=6, rung=3)
+    trials, metrics = results.load(run)
+    stopped = trials.groupby("trial_id").status.agg(lambda s: set(s) <= {"pruned", "diverged"})
+    assert stopped.sum() > 0 and (~stopped).sum() > 0
+    at, budget = at_common_step(trials, metrics)
+    assert (budget.step, budget.stopped) == (300, int((trials.groupby("trial_id").steps_done.max()
+                                                        < 600).sum()))  # fmt: skip
+    assert "Compared at step 300" in budget.why
+    ended = trials[trials.status.isin(["completed", "collapsed"])].index
+    for i in ended:  # a seed that trained on is read at step 300, not at its end
+        row = trials.loc[i]
+        value = metrics.query("trial_id == @row.trial_id and seed == @row.seed and step == 300")
+        assert at.loc[i, "final_fid"] == value.fid.iloc[0] != row.final_fid
+    assert set(at.status) <= {"ran", "diverged", "error"}
+    info = get_effects_info(at, ["loss"], "fid", "min", budget=budget)
+    assert all(s.startswith("At step 300: ") for s in effect_sentences(info))

@@ -7,7 +7,7 @@ import pandas as pd
 import plotly.graph_objects as go
 import pytest
 from PIL import Image
-from tables import make_run, metric_rows, trial_rows
+from runs import make_run, metric_table, trial_table
 
 from analysis import convergence, distributions, modes, samples, search, stability
 from analysis.aggregate import budget_curves, config_stats, param_importance
@@ -34,7 +34,7 @@ def _config(trial_id, loss, lr_g, fids, statuses, objective, **more):
 @pytest.fixture
 def hand():
     ok = ["completed"] * 3
-    trials = trial_rows(
+    trials = trial_table(
         _config(
             "x",
             "hinge",
@@ -72,7 +72,7 @@ def hand():
     ids = trials.drop_duplicates("trial_id").set_index("trial_id")["config_id"]
     # Trial x: fid per seed at steps 100 and 200; seed 2 diverges at step 200 (NaN).
     fid = {0: [4.0, 2.0], 1: [6.0, 3.0], 2: [8.0, np.nan]}
-    metrics = metric_rows(
+    metrics = metric_table(
         [
             {
                 "trial_id": "x",
@@ -107,6 +107,10 @@ def test_convergence_median_and_iqr_per_step(hand):
     assert isinstance(fig, go.Figure)
     assert len(fig.data) == 2 * 3  # one configuration with metrics: band + median per panel
     assert sum(bool(t.showlegend) for t in fig.data) == 1
+    # D's and G's losses in a column per loss function of the drawn configurations (x's)
+    assert [a.text for a in fig.layout.annotations] == ["fid", "loss_d · hinge", "loss_g · hinge"]
+    (legend,) = [t.name for t in fig.data if t.showlegend]
+    assert legend == "#1 loss=hinge · 2,000 steps: 2 completed, 1 diverged"
 
 
 def test_convergence_cap_keeps_the_best():
@@ -210,7 +214,7 @@ def test_budget_and_importance_figures(tmp_path):
     trials, _ = load(run)
     info = search.BudgetInfo(budget_curves(trials), "fid", "min")
     fig = search.plot_budget(info)
-    lines = [t for t in fig.data if t.mode == "lines" and t.fill is None]
+    lines = [t for t in fig.data if t.fill is None]  # a curve of one trial is one marker
     assert len(lines) == len(info.curves)
     assert lines[0].name.startswith("all trials")
     importance = param_importance(trials, run)
@@ -255,6 +259,11 @@ def test_samples_of_best_and_worst(tmp_path):
     assert info.real["digits"].shape[1:] == (1, 8, 8)
     page = samples.sample_grids_html(info)
     assert page.count('class="sample-grid"') == 1 + sum(len(s.seeds) for s in info.sets)
+    for s in info.sets:  # every panel says the step it was drawn at and how its seeds ended
+        steps = trials.loc[trials.config_id == s.config_id, "steps_done"].max()
+        assert s.step == steps
+        statuses = stats.loc[s.config_id, "statuses"]
+        assert f"<h3>{s.group} #{s.rank} · step {steps:,} · {statuses}" in page
 
 
 def test_sample_points_figure(tmp_path):
@@ -264,6 +273,9 @@ def test_sample_points_figure(tmp_path):
     info = samples.get_samples_info(load_samples(run), trials, stats, ["loss"])
     assert {s.kind for s in info.sets} == {"points"}
     fig = samples.plot_sample_points(info)
+    titles = [a.text for a in fig.layout.annotations]
+    assert titles == [f"{s.title}<br>{s.label}" for s in info.sets]
+    assert all(" · step " in t for t in titles)
     names = {t.name for t in fig.data}
     assert "real data" in names and "seed 0" in names
     assert samples.sample_grids_html(info) == ""

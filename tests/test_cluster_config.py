@@ -14,6 +14,7 @@ import socket
 import tomllib
 from pathlib import Path
 
+import click
 import jsonschema
 import pytest
 import ray.autoscaler
@@ -240,3 +241,63 @@ def test_uv_is_installed_from_a_pinned_checksum():
     assert (
         "install -D -m 755 /tmp/uv-unpacked/uv-0.13.8.data/scripts/uv ~/.local/bin/uv" in install
     )
+
+
+# --- cluster-local.yaml: the same cluster on machines of your own ------------------------------
+
+CLUSTER_LOCAL = ROOT / "cluster-local.yaml"
+
+
+def load_local() -> dict:
+    return yaml.safe_load(CLUSTER_LOCAL.read_text())
+
+
+def test_cluster_local_yaml_passes_rays_validation():
+    prepared = ray_validate(load_local())
+    jsonschema.validate(prepared, json.loads(SCHEMA.read_text()))
+    assert prepared["provider"] == {"type": "local", "head_ip": "192.0.2.10",
+                                    "worker_ips": ["192.0.2.11", "192.0.2.12"]}  # fmt: skip
+    # The local provider has one node type for every machine; every worker address is used.
+    (node_type,) = prepared["available_node_types"].values()
+    counts = (node_type["min_workers"], node_type["max_workers"], prepared["max_workers"])
+    assert counts == (2, 2, 2)
+    assert prepared["auth"] == {"ssh_user": "ubuntu", "ssh_private_key": "~/.ssh/id_ed25519"}
+
+
+def test_cluster_local_yaml_without_its_addresses_is_refused():
+    config = load_local()
+    del config["provider"]["worker_ips"]
+    with pytest.raises(click.ClickException) as refused:  # Ray's cli_logger.abort
+        ray_validate(config)
+    assert refused.value.message == ("Please supply a `head_ip` and list of `worker_ips`. "
+                                     "Alternatively, supply a `coordinator_address`.")  # fmt: skip
+
+
+def test_both_files_install_the_nodes_the_same_way():
+    aws, local = load(), load_local()
+    for key in ("setup_commands", "head_setup_commands", "worker_setup_commands",
+                "initialization_commands", "rsync_exclude", "rsync_filter"):  # fmt: skip
+        assert local[key] == aws[key], key
+    assert local["file_mounts"] == {"~/ganlab": ".", "~/.ray/auth_token": "~/.ray/auth_token",
+                                    "~/data": "./data"}  # fmt: skip
+
+
+def test_every_on_prem_node_starts_ray_with_token_auth_the_dashboard_on_loopback():
+    config = load_local()
+    (head,) = [c for c in config["head_start_ray_commands"] if "ray start" in c]
+    (worker,) = [c for c in config["worker_start_ray_commands"] if "ray start" in c]
+    for command in (head, worker):
+        assert command.startswith("export RAY_AUTH_MODE=token")
+    assert "--dashboard-host=127.0.0.1" in head
+    assert "--num-cpus=0" in head  # trials never land on the head
+    assert "RAY_enable_autoscaler_v2=0" in head  # v2 counts the head as a worker (README)
+    assert "--num-gpus=$(nvidia-smi --list-gpus 2>/dev/null | wc -l)" in worker
+    assert "disabled" not in CLUSTER_LOCAL.read_text()
+
+
+def test_no_credentials_in_the_on_prem_file():
+    text = CLUSTER_LOCAL.read_text()
+    assert "BEGIN OPENSSH PRIVATE KEY" not in text and "PRIVATE KEY-----" not in text
+    assert not re.search(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b", text)
+    assert not re.search(r"(?i)aws_secret_access_key|aws_session_token|password", text)
+    assert not re.search(r"(?<!sha256:)\b[0-9a-f]{64}\b", text)

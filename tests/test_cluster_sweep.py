@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 from raycluster import Cluster, alive_nodes, cluster_pids, join, new_root, start_head, stop
 
-from ganlab import results
+from ganlab import plugins, results
 
 SWEEP_TIMEOUT_S = 180
 NODE = ("--num-cpus=1", "--min-worker-port=0", "--max-worker-port=0",
@@ -157,6 +157,24 @@ def test_every_node_measures_with_the_drivers_protocol(one_machine, tmp_path):
     for cache in ("cache-head", "cache-worker"):
         made = one_machine.root / cache
         assert not made.exists() or not [p for p in made.iterdir() if p.suffix == ".pt"]
+
+
+def test_a_plugin_sweep_ships_its_code_to_both_nodes(one_machine, tmp_path):
+    """The example plugin (examples/tiny_gans/: an architecture, a loss, PNG files) reaches the
+    cluster's workers through Ray's runtime environment; rows carry its hash."""
+    example = Path(__file__).parent.parent / "examples" / "plugin_sweep.yaml"
+    done = subprocess.run(
+        [sys.executable, "-m", "ganlab.cli", "sweep", str(example), "--smoke", "--address",
+         one_machine.address, "--storage", str(tmp_path / "runs"), "--no-report"],
+        env=one_machine.env(RAY_gcs_server_port_wait_time_s="2"), cwd=tmp_path,
+        capture_output=True, text=True, timeout=SWEEP_TIMEOUT_S,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-5000:]
+    trials, _ = results.load(tmp_path / "runs" / "plugin_sweep-smoke")
+    assert len(trials) == 4 and set(trials.status) <= {"completed", "collapsed"}
+    shipped = plugins.source_hash(example.parent / "tiny_gans")[: plugins.HASH_SHOWN]
+    assert set(trials.plugins) == {f"tiny_gans={shipped}"}
+    assert set(trials.node) <= {n.node_id.hex() for n in alive_nodes(one_machine)}
 
 
 def test_local_storage_on_two_machines_is_refused_before_anything_starts(two_machines, tmp_path):

@@ -248,6 +248,34 @@ def test_samples_are_stored_as_float32_arrays_exactly(tmp_path):
     assert list(real.dataset) == ["ring8"] and list(real.iloc[0]["shape"]) == [512, 2]
 
 
+def test_image_samples_are_stored_as_the_pixels_they_are_drawn_with(tmp_path):
+    import pyarrow.parquet as pq
+
+    from analysis.samples import image_grid
+
+    experiment = tmp_path / "run" / rundir.EXPERIMENT
+    config = trial_config(dataset="digits", arch="dcgan", sample_keep=16)
+    images = torch.linspace(-1.3, 1.3, 2 * 16 * 64).reshape(2, 16, 1, 8, 8)
+    images[1, 0, 0, 0, 0] = math.nan  # drawn black
+    samples = {0: images[0], 1: images[1]}
+    write_trial(experiment, "img", config, reports_until("img", config, 60), samples)
+    collect = collector(experiment.parent)
+    collect.update(source(experiment, "img", "TERMINATED"))
+    collect()
+    stored = pq.read_table(experiment.parent / rundir.SAMPLES / rundir.part_file("img"))
+    assert stored.schema.field("pixels").type.value_type == "uint8"
+    assert stored.column("values").null_count == 2  # no float copy of an image
+    fake = results.load_samples(experiment.parent).query("source == 'fake'").set_index("seed")
+    assert "pixels" not in fake.columns
+    for seed, x in samples.items():
+        values = fake.loc[seed, "values"]
+        assert values.dtype == np.float32 and list(fake.loc[seed, "shape"]) == [16, 1, 8, 8]
+        back = values.reshape(16, 1, 8, 8)
+        np.testing.assert_array_equal(image_grid(back), image_grid(x.numpy()))
+        np.testing.assert_allclose(back, np.nan_to_num(x.numpy(), nan=-1).clip(-1, 1),
+                                   atol=1 / 255)  # fmt: skip
+
+
 def test_newer_samples_replace_older_ones(tmp_path):
     experiment = tmp_path / "run" / rundir.EXPERIMENT
     config = trial_config()
@@ -277,3 +305,31 @@ def test_tables_are_readable_by_the_group(tmp_path, experiment):
     files = [*experiment.parent.glob("*.parquet/*.parquet"), tmp_path / "single.parquet"]
     assert len(files) == 12 * 3 + 2
     assert {stat.S_IMODE(f.stat().st_mode) for f in files} == {0o644}
+
+
+def test_a_collection_tells_its_progress(experiment):
+    collect = collector(experiment.parent)
+    collect.scan(local(experiment))
+    seen = []
+    collect(progress=lambda done, total: seen.append((done, total)))
+    assert seen == [(done, 12) for done in range(13)]
+    assert len(results.load(experiment.parent)[0]) == 12 * 2
+
+
+def test_a_trials_clones_are_gathered_from_every_line_it_wrote():
+    from ganlab import collect
+
+    clone = {"trial": "b", "from_trial": "a", "step": 40, "changed": {"lr_d": [1.0, 1.2]}}
+    later = {**clone, "from_trial": "c", "step": 20}  # restarted earlier: it rewrote step 60
+    inherited = {**clone, "trial": "c"}  # its source's own clone, in the source's ancestry
+    lines = [{"step": 60, "exploits": [clone]}, {"step": 40, "exploits": [inherited, later]}]
+    text = "\n".join(json.dumps(line) for line in lines) + "\n{half a line"
+    found = collect._exploits(text, "b")
+    assert found == (clone, later)
+    columns = collect._clone_columns(found)
+    assert (columns["cloned_from"], columns["cloned_at_step"]) == ("c", 20)
+    assert json.loads(columns["exploits"]) == [
+        {k: v for k, v in e.items() if k != "trial"} for e in (clone, later)
+    ]
+    assert collect._clone_columns(()) == {"cloned_from": "", "cloned_at_step": None,
+                                          "exploits": ""}  # fmt: skip

@@ -63,7 +63,14 @@ MODE_METRICS = [name for name, metric in METRICS.items() if metric.needs_modes]
 
 
 def test_the_metric_registry_knows_which_metrics_need_modes():
-    assert MODE_METRICS == ["modes", "hq", "kl_modes", "good_modes"]
+    assert MODE_METRICS == [
+        "modes",
+        "hq",
+        "kl_modes",
+        "good_modes",
+        "modes_dropped",
+        "mode_dropping",
+    ]
 
 
 @pytest.mark.parametrize("metric", MODE_METRICS)

@@ -30,6 +30,16 @@ EXPECTED = {
         mean([max(0, 1 - r) for r in REAL]) + mean([max(0, 1 + f) for f in FAKE]),
         -mean(FAKE),
     ),
+    # RpGAN pairs real i with fake i: D wants D(x) - D(G(z)) high, G the reverse.
+    "rpgan": (
+        mean([softplus(-(r - f)) for r, f in zip(REAL, FAKE, strict=True)]),
+        mean([softplus(-(f - r)) for r, f in zip(REAL, FAKE, strict=True)]),
+    ),
+    # RaGAN: each logit against the mean of the other batch (mean real -0.5, mean fake -0.25).
+    "ragan": (
+        mean([softplus(-(r + 0.25)) for r in REAL]) + mean([softplus(f + 0.5) for f in FAKE]),
+        mean([softplus(-(f + 0.5)) for f in FAKE]) + mean([softplus(r + 0.25) for r in REAL]),
+    ),
 }
 
 

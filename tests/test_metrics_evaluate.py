@@ -14,8 +14,10 @@ from ganlab.metrics.reference import reference_statistics
 
 RING8 = load("ring8")
 DIGITS = load("digits")
-MIXTURE_METRICS = ("fid", "kid", "precision", "recall", "density", "coverage", "modes", "hq",
-                   "kl_modes")  # fmt: skip
+MIXTURE_METRICS = (
+    "fid", "kid", "precision", "recall", "density", "coverage", "fid_inf", "kid_std",
+    "modes", "hq", "kl_modes", "modes_dropped", "mode_dropping",
+)  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -76,8 +78,10 @@ def test_protocol_is_recorded(ring8):
     floor = ring8.protocol.fid_floor  # its value: tests/test_metrics_reference.py
     sha = ring8.protocol.reference_sha  # its meaning: tests/test_metrics_assets.py
     assert ring8.protocol == Protocol(
-        "raw", "", 2500, 2500, "mixture", k=5, dim=2, fid_floor=floor, reference_sha=sha
-    )
+        "raw", "", 2500, 2500, "mixture", k=5, dim=2, fid_floor=floor, reference_sha=sha,
+        fid_inf_n=(500, 1000, 1500, 2000, 2500), mode_min_count=62,  # round(0.2 · 2500 / 8)
+    )  # fmt: skip
+    assert ring8.protocol.departures == ()  # VEEGAN/PacGAN's 2,500 samples
     assert len(sha) == 16 and int(sha, 16) >= 0
     text = ring8.protocol.to_json()
     assert list(json.loads(text)) == sorted(json.loads(text))
@@ -98,6 +102,17 @@ def test_wrong_shape_is_a_clear_error(ring8):
         ring8(torch.zeros(100, 2))
 
 
+def test_digits_protocol_says_where_it_departs_from_papers(digits):
+    assert digits.protocol.mode_min_count == 20  # a fifth of 1,000 / 10
+    assert digits.protocol.departures == (
+        "FID from 1000 fakes (papers: at least 10000)",
+        f"FID against {len(DIGITS.test)} real images (papers: at least 10000)",
+        f"KID subsets of {len(DIGITS.test)} (Bińkowski et al.: 1000)",
+        "IS from 1000 samples in 10 splits (papers: 50000 in 10)",
+    )
+    assert json.loads(digits.protocol.to_json())["fid_inf_n"] == [200, 400, 600, 800, 1000]
+
+
 def test_digits_real_images_score_well_and_collapse_does_not(digits):
     assert digits.protocol.extractor == "classifier"
     assert digits.protocol.reference == "test"
@@ -109,8 +124,10 @@ def test_digits_real_images_score_well_and_collapse_does_not(digits):
     assert real["modes"] == 10
     assert real["is"] > 8
     assert real["kl_modes"] < 0.05
+    assert (real["modes_dropped"], real["mode_dropping"]) == (0.0, 0.0)  # ~89 hq per class
     collapsed = digits(DIGITS.train[torch.zeros(1000, dtype=torch.long)])
     assert collapsed["modes"] == 1
+    assert collapsed["modes_dropped"] >= 9 and collapsed["mode_dropping"] == 1.0
     assert collapsed["is"] == pytest.approx(1.0)
     assert collapsed["fid"] > 100 * real["fid"]
     assert collapsed["coverage"] < 0.05 < 0.9 < real["coverage"]

@@ -57,7 +57,7 @@ def test_weights_hash_goes_into_the_protocol(weights, monkeypatch):
     assert evaluator.protocol.weights == file_sha256(weights)[:16]
     assert (evaluator.protocol.n_real, evaluator.protocol.n_fake) == (7, 6)
     assert set(evaluator.metrics) == {"fid", "kid", "precision", "recall", "density",
-                                      "coverage", "is"}  # fmt: skip
+                                      "coverage", "is", "fid_inf", "kid_std"}  # fmt: skip
 
 
 def test_missing_weights_without_permission_say_how_to_provide_them(no_weights):

@@ -8,12 +8,17 @@ import torch
 from ganlab.data import load
 from ganlab.metrics.inception_score import joint_probabilities, probabilities_to_inception_score
 from ganlab.metrics.modes import (
+    class_hq_counts,
     class_mode_statistics,
+    drop_statistics,
     histogram_to_kl_uniform,
+    min_mode_count,
+    mixture_hq_counts,
     mixture_mode_statistics,
 )
 
 RING8 = load("ring8")
+GRID25 = load("grid25")
 
 
 def _ring8(n: int, seed: int = 0) -> torch.Tensor:
@@ -102,3 +107,57 @@ def test_stacked_inception_score_uses_joint_classes():
     p = torch.tensor([[[0.2, 0.8], [0.6, 0.4]]])
     expected = torch.tensor([[0.12, 0.08, 0.48, 0.32]], dtype=torch.float64)
     assert joint_probabilities(p) == pytest.approx(expected)
+
+
+def _on_modes(data, counts: list[int]) -> torch.Tensor:
+    """counts[i] samples exactly on mode i's centre: every one high quality."""
+    return torch.cat([data.centres[i].expand(c, 2) for i, c in enumerate(counts) if c])
+
+
+def _dropping(data, counts: list[int]) -> dict[str, float]:
+    x = _on_modes(data, counts)
+    hist = mixture_hq_counts(x, data.centres, data.sigma)
+    assert hist.tolist() == counts
+    min_count = min_mode_count(len(x), len(data.centres))
+    stats = mixture_mode_statistics(x, data.centres, data.sigma)
+    return {"modes": float(stats["modes"]),
+            **{k: float(v) for k, v in drop_statistics(hist, min_count).items()}}  # fmt: skip
+
+
+def test_min_mode_count_is_a_fifth_of_the_fair_share():
+    assert min_mode_count(2500, 25) == 20  # PacGAN's grid: BourGAN's 20
+    assert min_mode_count(2500, 8) == 62  # round(62.5), Python rounds half to even
+    assert min_mode_count(1000, 10) == 20
+    assert min_mode_count(26_000, 1000) == 5
+    assert min_mode_count(10, 1000) == 1
+
+
+@pytest.mark.parametrize(
+    "data,counts,expected",
+    [(RING8, [1250, 1250, 0, 0, 0, 0, 0, 0], (2, 6, 1.0)),  # 2 of 8
+     (RING8, [2400] + [14] * 6 + [16], (8, 7, 1.0)),  # 96 % on one mode: all 8 "captured"
+     (RING8, [500, 500, 500, 500, 500, 0, 0, 0], (5, 3, 0.0)),  # 5 of 8: dropping, not flagged
+     (RING8, [312] * 4 + [313] * 4, (8, 0, 0.0)),  # even
+     (RING8, [2500 - 7 * 61] + [61] * 7, (8, 7, 1.0)),  # 61 < 62 per mode: dropped
+     (GRID25, [834, 833, 833] + [0] * 22, (3, 22, 1.0)),  # 3 of 25
+     (GRID25, [100] * 12 + [1300] + [0] * 12, (13, 12, 0.0))],  # 13 of 25 kept: over half
+)  # fmt: skip
+def test_partial_collapse_on_constructed_samples(data, counts, expected):
+    got = _dropping(data, counts)
+    assert (got["modes"], got["modes_dropped"], got["mode_dropping"]) == expected
+
+
+def test_class_hq_histogram_counts_the_samples_hq_counts():
+    """Half the samples confidently class 0, the other half spread over 1-9 unconfidently:
+    every class is 'captured' (argmax over all samples), but only class 0 has high-quality
+    samples, so 9 modes are dropped and the generator is flagged."""
+    confident = _one_hot([0] * 500, 10)
+    unsure = torch.full((500, 10), 0.5 / 9, dtype=torch.float64)
+    unsure[torch.arange(500), 1 + torch.arange(500) % 9] = 0.5
+    probs = torch.cat([confident, unsure])[:, None]
+    assert class_mode_statistics(probs, 10)["modes"] == 10
+    assert class_mode_statistics(probs, 10)["hq"] == 0.5
+    counts = class_hq_counts(probs, 10)
+    assert counts.tolist() == [500] + [0] * 9
+    dropped = drop_statistics(counts, min_mode_count(1000, 10))
+    assert (float(dropped["modes_dropped"]), float(dropped["mode_dropping"])) == (9.0, 1.0)

@@ -167,7 +167,7 @@ def test_fid_below_the_feature_dimension_is_recorded_as_rank_deficient(n_eval, d
     ],
 )
 def test_standard_inception_weights_are_recognised_by_hash(name, weights, standard):
-    extractor = types.SimpleNamespace(name=name, weights=weights)
+    extractor = types.SimpleNamespace(name=name, weights=weights, has_probs=True)
     protocol = build_protocol(DIGITS, extractor, build_assets(RING8, 50))
     assert protocol.standard_weights is standard
     assert json.loads(protocol.to_json())["standard_weights"] is standard

@@ -5,10 +5,10 @@ what the driver made; here the driver's side, without Ray, and the refusals of m
 """
 
 import json
+import shutil
 
-import pandas as pd
 import pytest
-from tables import make_run, trial_rows
+from runs import make_run, trial_table
 
 from ganlab import cli, protocols, results, rundir, spec
 from ganlab.config import TrialConfig
@@ -116,9 +116,10 @@ def test_rows_of_different_extractors_or_references_are_not_ranked():
         {"trial_id": "b", "seed": 0, "objective": 2.0, "protocol": _protocol("w1", "r1")},
         {"trial_id": "c", "seed": 0, "objective": 3.0, "protocol": ""},  # failed: no protocol
     ]
-    assert list(results.summarise(trial_rows(rows)).trial_id) == ["a", "b", "c"]
+    rows = [{**row, "lr_g": 1e-4 * (i + 1)} for i, row in enumerate(rows)]  # 3 configurations
+    assert list(results.summarise(trial_table(rows)).trial_id) == ["a", "b", "c"]
     for other in (_protocol("w2", "r1"), _protocol("w1", "r2")):
-        mixed = trial_rows([*rows, {"trial_id": "d", "seed": 0, "protocol": other}])
+        mixed = trial_table([*rows, {"trial_id": "d", "seed": 0, "protocol": other}])
         with pytest.raises(results.Incomparable, match="measured with 2 different") as raised:
             results.summarise(mixed)
         assert "2 rows by classifier w1 against reference r1" in str(raised.value)
@@ -126,8 +127,9 @@ def test_rows_of_different_extractors_or_references_are_not_ranked():
 
 def test_the_cli_and_the_report_refuse_a_mixed_run_with_exit_2(tmp_path, capsys):
     run_dir = make_run(tmp_path / "mixed", n_configs=4, seeds=2, with_samples=False)
-    trials = pd.read_parquet(run_dir / rundir.TRIALS)
+    trials = results.read_table(run_dir / rundir.TRIALS)
     trials.loc[trials.trial_id == trials.trial_id.iloc[0], "protocol"] = _protocol("w", "r")
+    shutil.rmtree(run_dir / rundir.TRIALS)  # the collector's parts, as one table file instead
     results.write_table(trials, run_dir / rundir.TRIALS)
     for command in (["results", str(run_dir)], ["report", str(run_dir)]):
         assert cli.main(command) == 2

@@ -108,3 +108,95 @@ def test_a_grid_samplers_point_is_found_by_its_id():
                   "lr": trial.suggest_categorical("lr", [1, 2])}  # fmt: skip
         grid_id = study._storage.get_trial(trial._trial_id).system_attrs["grid_id"]
         assert rayprivate.grid_point(sampler, grid_id) == params
+
+
+def test_ray_tracker_callbacks_keep_their_runs_and_actor_where_ganlab_reads_them(tmp_path):
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+    from ray.air.integrations.wandb import WandbLoggerCallback
+    from ray.tune.logger import TBXLoggerCallback
+
+    assert rayprivate.tbx_writers(TBXLoggerCallback()) == {}
+    mlflow = MLflowLoggerCallback(f"sqlite:///{tmp_path / 'mlflow.db'}", experiment_name="x")
+    mlflow.setup()
+    assert rayprivate.mlflow_runs(mlflow) == {}
+    actor = rayprivate.wandb_logging_actor()
+    assert WandbLoggerCallback._logger_actor_cls is actor
+    assert rayprivate.wandb_run_future(WandbLoggerCallback(project="p"), "a trial") is None
+    assert callable(actor._handle_result) and callable(actor.run)
+
+
+def test_optuna_search_says_which_trials_it_finished():
+    searcher = OptunaSearch(
+        space={"x": optuna.distributions.FloatDistribution(0, 1)}, metric="m", mode="min"
+    )
+    searcher.suggest("t1")
+    searcher.suggest("t2")
+    searcher.on_trial_complete("t1", {"m": 0.5})
+    assert rayprivate.search_trial_done(searcher, "t1")
+    assert not rayprivate.search_trial_done(searcher, "t2")
+
+
+def test_a_frozen_trial_gives_its_live_trial():
+    study = optuna.create_study()
+    study.ask()
+    (frozen,) = study.get_trials(deepcopy=False)
+    trial = rayprivate.optuna_trial(study, frozen)
+    trial.set_user_attr("status", "pruned")
+    study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+    (told,) = study.trials
+    assert told.state == optuna.trial.TrialState.PRUNED and told.user_attrs == {"status": "pruned"}
+
+
+def test_a_tuners_search_algorithm_is_found(tmp_path):
+    searcher = OptunaSearch(
+        space={"x": optuna.distributions.FloatDistribution(0, 1)}, metric="m", mode="min"
+    )
+    tuner = tune.Tuner(lambda config: None, tune_config=tune.TuneConfig(search_alg=searcher),
+                       run_config=tune.RunConfig(storage_path=str(tmp_path)))  # fmt: skip
+    assert rayprivate.restored_search_alg(tuner) is searcher
+
+
+def test_optuna_search_and_its_running_trials_move_to_another_journal(tmp_path):
+    from ganlab import journal
+
+    first = journal.journal_storage(tmp_path / "a.log")
+    searcher = OptunaSearch(
+        space={"x": optuna.distributions.FloatDistribution(0, 1)}, metric="m", mode="min",
+        study_name="s", storage=first,
+    )  # fmt: skip
+    suggested = searcher.suggest("t1")
+    (tmp_path / "b.log").write_bytes((tmp_path / "a.log").read_bytes())  # the copy elsewhere
+    (tmp_path / "a.log").unlink()
+    moved = journal.journal_storage(tmp_path / "b.log")
+    rayprivate.set_search_storage(searcher, moved)
+    assert rayprivate.search_study(searcher)._storage is moved
+    (trial,) = rayprivate.search_trials(searcher).values()
+    assert trial.storage is moved and trial.study is rayprivate.search_study(searcher)
+    searcher.on_trial_complete("t1", {"m": 0.5, **suggested})
+    (done,) = optuna.load_study(study_name="s", storage=moved).trials
+    assert (done.state, done.value, done.params) == (optuna.trial.TrialState.COMPLETE, 0.5,
+                                                     suggested)  # fmt: skip
+    assert not (tmp_path / "a.log").exists()
+
+
+def test_the_json_logger_restores_a_trials_results_through_the_method_ganlab_overrides(tmp_path):
+    from types import SimpleNamespace
+
+    from ray.tune.logger import JsonLoggerCallback
+
+    calls = []
+    original = JsonLoggerCallback._restore_from_remote
+    try:
+        JsonLoggerCallback._restore_from_remote = lambda self, name, trial: calls.append(name)
+        trial = SimpleNamespace(local_path=str(tmp_path))
+        rayprivate.KeepLocalResults()._restore_from_remote("result.json", trial)
+        (tmp_path / "result.json").write_text("{}\n")  # the driver's own: kept
+        rayprivate.KeepLocalResults()._restore_from_remote("result.json", trial)
+    finally:
+        JsonLoggerCallback._restore_from_remote = original
+    assert calls == ["result.json"]
+    import inspect
+
+    assert "_restore_from_remote(EXPR_RESULT_FILE" in inspect.getsource(
+        JsonLoggerCallback.log_trial_start
+    )

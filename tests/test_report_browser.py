@@ -12,6 +12,7 @@ import contextlib
 import fcntl
 import json
 import os
+import re
 import select
 import shutil
 import subprocess
@@ -20,9 +21,10 @@ import time
 from pathlib import Path
 
 import pytest
-from tables import make_run
+from runs import make_run
 
 from analysis.report import write_comparison, write_report
+from ganlab import results
 
 ARTIFACTS = Path(__file__).resolve().parents[1] / "artifacts"
 FLAGS = (
@@ -241,20 +243,79 @@ def test_image_report_renders(browser, tmp_path):
     assert (ARTIFACTS / "report-digits.png").stat().st_size > 10_000
 
 
-def test_points_report_renders(browser, tmp_path):
-    run = make_run(tmp_path / "run", n_configs=24, seeds=3, evals=10, dataset="ring8")
+STATUS_WORDS = ("completed", "collapsed", "diverged", "pruned", "running", "error")
+
+
+def texts(browser: Browser, selector: str) -> list[str]:
+    return browser.evaluate(
+        f"Array.from(document.querySelectorAll({json.dumps(selector)})).map(e => e.textContent)"
+    )
+
+
+def test_quickstart_report_shows_early_stopped_trials_as_what_they_are(browser, tmp_path):
+    # The quickstart's shape: ring8, 12 configurations × 3 seeds, objective good_modes, ASHA
+    # stopping trials at its first rung (here step 300 of 1,000).
+    run = make_run(tmp_path / "run", n_configs=12, seeds=3, evals=10, metric="good_modes", rung=3)
+    trials, _ = results.load(run)
+    reach = trials.groupby("trial_id").steps_done.max()
+    assert trials.status.eq("pruned").any() and (reach == 1000).any()
     report = write_report(run)
     browser.open(report, RENDERED)
     assert browser.errors() == []
     rendered = rendered_figures(browser)
     for figure in (*FIGURES, "fig-samples"):
         assert figure in rendered
-    # The 2-D samples are drawn as points: one marker group per trace in the samples figure.
     points = browser.evaluate(
         "document.querySelectorAll('#fig-samples .scatterlayer .point').length"
     )
-    assert points > 100
-    browser.screenshot(ARTIFACTS / "report-ring8.png")
+    assert points > 100  # the 2-D samples are drawn as points
+
+    # Every configuration shown carries how far it trained and how its seeds ended.
+    ranked = results.summarise(trials)
+    rows = browser.evaluate(
+        "Array.from(document.querySelectorAll('#summary table.best tbody tr')).map(r => "
+        "[r.title, r.querySelector('.col-at_step').textContent, "
+        "r.querySelector('.col-statuses').textContent])"
+    )
+    assert [r[0] for r in rows] == [f"config {c}" for c in ranked.config_id[:10]]
+    for (_, step, statuses), expected in zip(rows, ranked.itertuples(), strict=False):
+        assert step == str(expected.at_step) and statuses == expected.statuses
+        assert any(word in statuses for word in STATUS_WORDS)
+    legend = texts(browser, "#fig-convergence .legendtext")
+    titles = texts(browser, "#fig-samples .annotation-text")
+    grids = texts(browser, "#samples h3")
+    assert legend and titles
+    for label in legend + titles + grids:
+        assert re.search(r"\d steps: |step \d", label), label
+        assert any(word in label for word in STATUS_WORDS), label
+    stopped = [t for t in legend + titles if "pruned" in t]
+    assert stopped and all("300 steps" in t or "step 300" in t for t in stopped)
+
+    # No effect statement compares unequal budgets: each names the one step all compared
+    # trials reached, which is where ASHA stopped the earliest ones.
+    step = int(browser.evaluate("document.querySelector('#effects .effects').dataset.step"))
+    assert step == reach[trials.groupby("trial_id").status.agg(
+        lambda s: not s.eq("diverged").all())].min() == 300  # fmt: skip
+    how = texts(browser, "#effects p.how")[0]
+    assert f"Compared at step {step:,}, the last step every trial that ran reached" in how
+    sentences = texts(browser, "#effects .effects > p")
+    assert sentences and all(s.startswith(f"At step {step:,}: ") for s in sentences)
+    forest = texts(browser, "#fig-effects .gtitle")[0]
+    assert f"at step {step:,}" in forest
+    assert not any("step" in s and f"step {step:,}" not in s for s in sentences)
+    # The effects' numbers are a table that sorts on a click of its header.
+    column = "#effects table.sortable td:nth-child(5)"
+    browser.evaluate("document.querySelector('#effects table.sortable th:nth-child(5)').click()")
+    effects = [
+        float(x)
+        for x in browser.evaluate(
+            f"Array.from(document.querySelectorAll('{column}')).map(td => td.dataset.sort)"
+        )
+    ]
+    assert len(effects) > 1 and effects == sorted(effects)  # fmt: skip
+    # The caption no longer says a stopping line means that every seed diverged.
+    assert "whose seeds all diverged" not in texts(browser, "#convergence p.how")[0]
+    browser.screenshot(ARTIFACTS / "report-quickstart.png")
 
 
 def test_comparison_renders(browser, tmp_path):

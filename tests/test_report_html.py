@@ -2,17 +2,17 @@
 
 import json
 import re
+import shutil
 
-import pyarrow as pa
 import pytest
 from plotly.offline import get_plotlyjs
-from tables import make_run
+from runs import make_run
 
 from analysis import samples
 from analysis.aggregate import config_stats
 from analysis.report import load_run, report_sections, write_comparison, write_report
-from ganlab import rundir
-from ganlab.results import SCHEMAS, load, load_samples, sample_trial_ids, write_part
+from ganlab import results, rundir
+from ganlab.results import load, load_samples, sample_trial_ids, write_table
 
 SECTIONS = (
     "summary",
@@ -49,7 +49,7 @@ def test_report_is_written_beside_the_tables_with_every_section(run):
         assert f'<section id="{section}">' in page
     assert page.index('id="summary"') < page.index('id="convergence"')  # the summary leads
     assert "Optuna fANOVA" in page
-    assert any(line.startswith("[11/11]") for line in lines)
+    assert any(line.startswith("[12/12]") for line in lines)  # the lineage: built, not shown
     assert lines[-1].startswith(f"wrote {path}")
     assert not [p.name for p in run.iterdir() if p.name.startswith(f".{rundir.REPORT}")]
 
@@ -72,7 +72,10 @@ def test_report_summary_numbers(run):
     assert "Best configurations" in summary
     assert "extractor=raw" in summary  # the evaluation protocol
     assert "20 (20 configurations, 60 trial × seed rows)" in summary
-    assert "No winner: the seeds cannot separate #1 from #2" in summary  # 3 noisy seeds each
+    # the verdict compares the best with the others that trained as far: all 600 steps
+    verdict = r"(No winner: the seeds cannot separate #1 from #\d|The best configuration is)"
+    assert re.search(verdict + r"[^<]* Compared at step 600, among configurations trained to "
+                     "their end there.", summary)  # fmt: skip
     effects = page.split('<section id="effects">')[1].split("</section>")[0]
     assert "95 % interval" in effects and 'id="fig-effects"' in effects
 
@@ -113,17 +116,13 @@ def test_fid_floor_is_shown_beside_fid(run):
         assert "Real-data floor: FID 9.63" in sections[section].how
 
 
-@pytest.mark.parametrize("layout", ["file", "parts"])
+@pytest.mark.parametrize("layout", ["parts", "file"])
 def test_the_report_reads_only_the_samples_it_shows(tmp_path, layout):
     run = make_run(tmp_path / "run", n_configs=12, seeds=2, evals=3, dataset="digits")
-    everything = load_samples(run)
-    if layout == "parts":  # as a sweep writes it: one part per trial, real samples apart
-        (run / rundir.SAMPLES).unlink()
-        for trial_id, rows in everything.groupby("trial_id"):
-            key = trial_id or rundir.real_samples_key("digits", "data")
-            schema = SCHEMAS[rundir.SAMPLES]
-            table = pa.Table.from_pandas(rows, schema=schema, preserve_index=False)
-            write_part(run / rundir.SAMPLES, key, table)
+    everything = load_samples(run)  # as a sweep writes it: one part per trial, real ones apart
+    if layout == "file":  # one file, as pandas users may write it
+        shutil.rmtree(run / rundir.SAMPLES)
+        write_table(everything, run / rundir.SAMPLES)
     trials, _ = load(run)
     assert sample_trial_ids(run) == set(everything.trial_id) - {""}
     shown = {s.config_id for s in samples.get_samples_info(
@@ -141,14 +140,35 @@ def test_the_report_reads_only_the_samples_it_shows(tmp_path, layout):
 
 
 def test_the_summary_counts_running_seeds_and_any_status_it_does_not_know(tmp_path):
-    from ganlab.results import write_table
-
     run = make_run(tmp_path / "run", n_configs=4, seeds=2, evals=3)
     trials = load(run)[0]
     trials.loc[:2, "status"] = "running"  # a sweep collected while it runs
     trials.loc[3, "status"] = "mislaid"  # a status of a later version of ganlab
+    shutil.rmtree(run / rundir.TRIALS)
     write_table(trials, run / rundir.TRIALS)
     summary = write_report(run).read_text().split('<section id="summary">')[1]
     counts = summary.split("seeds by status")[1].split("</tr>")[0]
     assert "3 running" in counts and "1 mislaid" in counts
     assert f"{(trials.status == 'completed').sum()} completed" in counts
+
+
+def test_the_cli_and_the_report_rank_the_same_configurations_in_the_same_order(run):
+    # `ganlab results` prints `results.summarise`; the report's table is its `config_stats`
+    trials, _ = load(run)
+    cli = list(results.summarise(trials)["config_id"])
+    assert cli == list(config_stats(trials).index) == list(load_run(run).stats.index)
+    page = write_report(run).read_text().split('<section id="summary">')[1]
+    shown = re.findall(r'<tr title="config ([0-9a-f]+)">', page.split("</section>")[0])
+    assert shown == cli[:10]
+    assert trials.status.eq("pruned").any()  # ASHA stopped some: ranking has budgets to order
+
+
+def test_fields_that_do_not_apply_are_blank(run):
+    trials, _ = load(run)
+    assert trials.loc[trials.loss != "wasserstein", "clip"].isna().all()
+    assert trials.loc[trials.loss == "wasserstein", "clip"].gt(0).all()
+    assert trials.loc[trials.penalty == "none", "penalty_weight"].isna().all()
+    page = write_report(run).read_text()
+    summary = page.split('<section id="summary">')[1].split("</section>")[0]
+    clips = re.findall(r'<td class="col-clip"[^>]*>([^<]*)</td>', summary)
+    assert clips and "0" not in clips and "—" in clips

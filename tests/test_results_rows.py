@@ -7,6 +7,7 @@ import json
 import math
 import re
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -21,7 +22,7 @@ CONFIG = TrialConfig.from_dict(
     {"dataset": "ring8", "steps": 30, "eval_every": 10, "seeds": [0, 1]}
 ).to_dict()
 CONTEXT = {"sweep": "unit", "trial_id": "t1", "config_id": results.config_hash(CONFIG),
-           "ganlab_version": "0.0.0", "git_sha": "f" * 40}  # fmt: skip
+           "ganlab_version": "0.0.0", "git_sha": "f" * 40, "plugins": ""}  # fmt: skip
 PROTOCOL = '{"extractor":"raw","k":5,"n_fake":50,"n_real":50}'
 
 
@@ -175,8 +176,10 @@ def test_rows_write_into_the_tables_schema(tmp_path):
         (tmp_path / table).mkdir()
         results.write_part(tmp_path / table, "t1", rows)
     trials, metrics = results.load(tmp_path)
-    assert list(trials.columns) == list(results.TRIAL_COLUMNS)
-    assert list(metrics.columns) == list(results.METRIC_COLUMNS)
+    # `load` adds the `phase` of each row (the search's here; `ganlab confirm` adds others)
+    assert list(trials.columns) == [*results.TRIAL_COLUMNS, "phase"]
+    assert list(metrics.columns) == [*results.METRIC_COLUMNS, "phase"]
+    assert set(trials.phase) == set(metrics.phase) == {results.SEARCH}
     diverged_step = trials.set_index("seed").diverged_step
     assert pd.isna(diverged_step[0]) and diverged_step[1] == 20
     assert len(metrics) == 7
@@ -212,6 +215,8 @@ def test_rows_of_a_real_trial_with_a_diverged_seed():
     assert rows[0]["status"] == ("collapsed" if history[-1].seeds[0].collapsed else "completed")
     assert rows[0]["objective"] == pytest.approx(history[-1].objective)
     assert rows[0]["div_rate"] == pytest.approx(0.5)
+    # ring8/mlp with two seeds on a CPU trains batched (`execution.RULE`), and the rows say so
+    assert {rows[0]["execution_used"], rows[1]["execution_used"]} == {"batched"}
 
     metrics = collect._metric_rows(lines, CONTEXT)
     assert sorted((r["seed"], r["step"]) for r in metrics) == [
@@ -247,7 +252,8 @@ def test_to_dict_round_trips():
 def test_the_json_layout_is_the_one_result_files_always_had():
     x = a_trial()[2].to_dict()
     report_keys = ["step", "objective", "div_rate", "collapse_rate", "wall_s", "samples_per_s",
-                   "device", "protocol", "last", "device_name", "reseeds", "seeds"]  # fmt: skip
+                   "device", "protocol", "last", "device_name", "execution", "reseeds",
+                   "seeds"]  # fmt: skip
     context_keys = ["trial_config", "node_id", "started_at", "reported_at", "resumed_from_step"]
     assert list(x) == [*report_keys, *context_keys, "trial_id", "node_ip"]
     assert x["seeds"]["1"] == {"diverged": True, "diverged_step": 20}
@@ -258,10 +264,12 @@ def test_the_json_layout_is_the_one_result_files_always_had():
     assert collapsed["collapsed"] is True and "diverged_step" not in collapsed
 
 
-ADDED_LATER = ("device_name", "reseeds")  # lines written before them read with defaults
+# lines written before these keys read with their defaults
+ADDED_LATER = ("device_name", "execution", "reseeds")
 OUR_KEYS = [
-    *(f.name for f in dataclasses.fields(EvalReport) if f.name not in ADDED_LATER),
-    *(f.name for f in dataclasses.fields(RunContext)),
+    # `exploits`: only in a line that has some ([] if absent)
+    *(f.name for f in dataclasses.fields(EvalReport) if f.name not in (*ADDED_LATER, "exploits")),
+    *(f.name for f in dataclasses.fields(RunContext) if f.name != "plugins"),  # "" if absent
     "trial_id",
     "node_ip",
 ]
@@ -277,9 +285,9 @@ def test_a_missing_key_is_named(key):
 
 def test_a_line_written_before_the_device_keys_reads_with_their_defaults():
     written = a_trial()[1].to_dict()
-    del written["device_name"], written["reseeds"]
+    del written["device_name"], written["execution"], written["reseeds"]
     report = ResultLine.from_dict(written).report
-    assert (report.device_name, report.reseeds) == ("", [])
+    assert (report.device_name, report.execution, report.reseeds) == ("", "", [])
 
 
 @pytest.mark.parametrize(
@@ -315,3 +323,13 @@ def test_the_collector_reads_only_its_reports_and_names_a_broken_line():
     broken = {k: v for k, v in good[2].items() if k != "node_id"}
     with pytest.raises(ReportError, match=r"result\.json line 2 has no 'node_id'"):
         collect._reports(f"{json.dumps(good[0])}\n{json.dumps(broken)}")
+
+
+def test_rates_leave_pruned_seeds_out_of_divergence_and_collapse():
+    statuses = pd.Series(["completed", "diverged", "pruned", "pruned", "collapsed", "error"])
+    r = results.rates(statuses)
+    assert (r.diverged, r.collapsed, r.error) == pytest.approx((1 / 3, 1 / 2, 1 / 6))
+    assert (r.n_judged, r.n_ended, r.n_seeds, r.n_pruned) == (3, 2, 6, 2)
+    assert "of 3 seeds judged" in results.describe_rates(r)
+    nothing = results.rates(pd.Series(["pruned"]))
+    assert np.isnan(nothing.diverged) and np.isnan(nothing.collapsed)

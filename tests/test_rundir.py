@@ -29,6 +29,7 @@ def test_the_layout_is_the_documented_one():
     assert (rundir.PARAMS_FILE, rundir.RESULT_FILE, rundir.ERROR_FILE) == (
         "params.json", "result.json", "error.txt")  # fmt: skip
     assert (rundir.STATE_FILE, rundir.SAMPLES_FILE) == ("state.pt", "samples.pt")
+    assert (rundir.CONFIRM, rundir.CONFIRM_PLAN) == ("confirmation", "plan.json")
     assert rundir.checkpoint_number("checkpoint_000012") == 12
     assert rundir.checkpoint_number("checkpoint_tmp1a2b") is None
     assert rundir.checkpoint_number(".checkpoint_000012") is None

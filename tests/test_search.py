@@ -7,6 +7,7 @@ import optuna
 import pytest
 from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search.optuna import OptunaSearch
+from raytrials import report, trial_config
 
 from ganlab import spec as specs
 from ganlab import sweep
@@ -30,7 +31,7 @@ def load(tmp_path, extra: str = "") -> specs.SweepSpec:
 
 def test_the_registries_hold_the_documented_names():
     assert list(SAMPLERS) == ["optuna", "random", "grid"]
-    assert list(SCHEDULERS) == ["asha", "none"]
+    assert list(SCHEDULERS) == ["asha", "none", "pbt"]
 
 
 @pytest.mark.parametrize(
@@ -78,16 +79,44 @@ def test_a_trial_the_journal_already_finished_keeps_its_value_on_resume(tmp_path
     spec = load(tmp_path)
     searcher = sweep._searcher(spec, tmp_path)
     assert searcher.suggest("t1") is not None
-    searcher.on_trial_result("t1", {"objective": 5.0, "training_iteration": 1})
+    config = trial_config()
+    first, second = ({**report("t1", config, step, i), "objective": value}
+                     for i, (step, value) in enumerate([(20, 5.0), (40, 4.0)]))  # fmt: skip
+    searcher.on_trial_result("t1", first)
     killed = optuna.load_study(study_name=spec.name, storage=sweep.journal_storage(tmp_path))
     killed.tell(killed.trials[0].number, 3.0)  # the killed driver had finished it
     with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):  # what Ray's own does
-        OptunaSearch.on_trial_result(searcher, "t1", {"objective": 4.0, "training_iteration": 2})
-    searcher.on_trial_result("t1", {"objective": 4.0, "training_iteration": 2})
-    searcher.on_trial_complete("t1", {"objective": 4.0, "training_iteration": 2})
+        OptunaSearch.on_trial_result(searcher, "t1", second)
+    searcher.on_trial_result("t1", second)
+    searcher.on_trial_complete("t1", second)
     (trial,) = optuna.load_study(
         study_name=spec.name, storage=sweep.journal_storage(tmp_path)
     ).trials
     assert trial.state == optuna.trial.TrialState.COMPLETE
     assert trial.value == pytest.approx(3.0)
-    assert trial.intermediate_values == {1: pytest.approx(5.0)}
+    assert trial.intermediate_values == {20: pytest.approx(5.0)}  # at its GAN step
+
+
+def test_pbt_perturbs_the_searched_fields_at_evaluations_within_their_bounds(tmp_path):
+    from ray import tune
+    from ray.tune.schedulers import PopulationBasedTraining, TrialScheduler
+
+    from ganlab import pbt
+
+    path = tmp_path / "t.yaml"
+    path.write_text(textwrap.dedent(SWEEP).replace("seeds:", "  beta2: {uniform: [0.9, 0.999]}\n"
+                    "scheduler: {name: pbt, quantile_fraction: 0.5}\nseeds:"))  # fmt: skip
+    spec = specs.load(path, storage=str(tmp_path / "runs"))
+    scheduler = SCHEDULERS["pbt"](spec)
+    assert isinstance(scheduler, PopulationBasedTraining)
+    assert scheduler._time_attr == "step" and scheduler._perturbation_interval == 20
+    assert scheduler._quantile_fraction == 0.5 and scheduler._resample_probability == 0.25
+    assert scheduler._hyperparam_mutations["lr_d"] == [1.0e-4, 1.0e-3]  # a choice: shifted
+    space = pbt.param_space(spec)
+    assert isinstance(space["beta2"], type(tune.uniform(0, 1)))
+    assert (space["beta2"].lower, space["beta2"].upper) == (0.9, 0.999)
+    clip = scheduler._custom_explore_fn
+    assert clip({"lr_d": 1.0e-3, "beta2": 0.999 * 1.2}) == {"lr_d": 1.0e-3, "beta2": 0.999}
+    assert clip({"lr_d": 1.0e-3, "beta2": 0.9 * 0.8})["beta2"] == 0.9
+    # a trial's last report is left alone: nothing would be left to train after a clone
+    assert scheduler.on_trial_result(None, None, {"last": True}) == TrialScheduler.CONTINUE

@@ -374,13 +374,15 @@ def test_an_unknown_search_or_scheduler_lists_exactly_the_registered_names(
 
 def test_a_registered_search_or_scheduler_is_a_valid_choice(tmp_path, monkeypatch):
     monkeypatch.setitem(SAMPLERS, "qmc", lambda spec: None)
-    monkeypatch.setitem(SCHEDULERS, "pbt", lambda spec: None)
-    spec = specs.load(write(tmp_path, GOOD.replace("name: asha", "name: pbt") + "search_alg: qmc"))
-    assert spec.search_alg == "qmc" and spec.scheduler.name == "pbt"
+    monkeypatch.setitem(SCHEDULERS, "hyperband", lambda spec: None)
+    text = GOOD.replace("name: asha", "name: hyperband") + "search_alg: qmc"
+    spec = specs.load(write(tmp_path, text))
+    assert spec.search_alg == "qmc" and spec.scheduler.name == "hyperband"
 
 
 def test_a_scheduler_of_the_wrong_type_names_the_registered_ones(tmp_path):
-    with pytest.raises(specs.SpecError, match="must be `asha`, `none` or a mapping with `name`"):
+    wanted = "must be `asha`, `none`, `pbt` or a mapping with `name`"
+    with pytest.raises(specs.SpecError, match=wanted):
         specs.load(write(tmp_path, GOOD.replace("{name: asha, grace_period: 50}", "[asha]")))
 
 
@@ -440,7 +442,7 @@ def test_what_a_sweep_records_for_resume_is_as_before(tmp_path):
         "when": [["penalty", ["gp"]]],
     }  # fmt: skip
     assert sorted(record) == sorted(f.name for f in dataclasses.fields(specs.SweepSpec)
-                                    if f.name not in ("path", "storage"))  # fmt: skip
+                                    if f.name not in ("path", "storage", "loggers"))  # fmt: skip
 
 
 def test_the_command_lines_overrides_win_over_the_files_smoke_section(tmp_path):
@@ -449,3 +451,43 @@ def test_the_command_lines_overrides_win_over_the_files_smoke_section(tmp_path):
     assert (spec.num_samples, spec.base["data_dir"], spec.storage) == (5, "mine", "elsewhere")
     spec = specs.load(path, smoke=True)
     assert (spec.num_samples, spec.base["data_dir"], spec.storage) == (2, "d", "smoke-runs")
+
+
+PBT = """
+name: p
+base: {dataset: ring8, steps: 100, eval_every: 25}
+search:
+  lr_d: {loguniform: [1.0e-4, 1.0e-3]}
+  beta1: {uniform: [0.0, 0.9]}
+scheduler: {name: pbt, perturbation_interval: 50}
+"""
+
+
+def test_a_pbt_sweep_reads_its_scheduler_and_searches_only_mutable_fields(tmp_path):
+    spec = specs.load(write(tmp_path, PBT))
+    assert spec.scheduler == specs.Scheduler("pbt", 25, 3.0, 50, 0.25, 0.25)
+    assert spec.record()["scheduler"]["perturbation_interval"] == 50
+    no_interval = PBT.replace(", perturbation_interval: 50", "")
+    assert specs.load(write(tmp_path, no_interval)).scheduler.perturbation_interval == 25
+    assert specs.load(write(tmp_path, PBT), smoke=True).scheduler.perturbation_interval == 20
+    allowed = "lr_g, lr_d, beta1, beta2, penalty_weight, ema"
+    for text, field, message in [
+        (PBT.replace("search:\n", "search:\n  width: {choice: [8, 16]}\n"), "search.width",
+         f"only fields that can change mid-training: {allowed}"),
+        (PBT.replace("uniform: [0.0, 0.9]}", "uniform: [0.0, 0.9], when: {ema: 0.9}}")
+         .replace("search:\n", "search:\n  ema: {choice: [0.9, 0.99]}\n"), "search.beta1.when",
+         "takes no `when`"),
+        (PBT.replace("interval: 50", "interval: 30"), "scheduler.perturbation_interval",
+         "must be a multiple of base.eval_every (25)"),
+        (PBT.replace("interval: 50", "interval: 50, quantile_fraction: 0.7"),
+         "scheduler.quantile_fraction", "from 0 to 0.5"),
+        (PBT + "search_alg: optuna\n", "search_alg", "at random"),
+        (PBT.replace("search:\n", "search:\n  ema: {choice: [0.0, 0.99]}\n"), "search.ema",
+         "above 0"),
+        (PBT.replace("name: pbt, perturbation_interval: 50", "name: asha, quantile_fraction: 0.5"),
+         "scheduler.quantile_fraction", "only for scheduler pbt"),
+    ]:  # fmt: skip
+        with pytest.raises(specs.SpecError) as caught:
+            specs.load(write(tmp_path, text))
+        assert caught.value.field == field
+        assert message is None or message in caught.value.message

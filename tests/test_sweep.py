@@ -81,7 +81,8 @@ def test_healthy_and_diverging_trials_finish_and_tables_stay_whole(
 
     trials, metrics = results.load(run_dir)
     assert failures == []
-    assert len(reads) > 0 and all(cols == list(results.TRIAL_COLUMNS) for _, _, cols in reads)
+    columns = [*results.TRIAL_COLUMNS, "phase"]  # `load` adds each row's phase
+    assert len(reads) > 0 and all(cols == columns for _, _, cols in reads)
     assert all(n % 2 == 0 for n, _, _ in reads)  # whole trials: both seeds or none
     assert len(trials) == 4 * 2 and trials.groupby(["trial_id", "seed"]).size().max() == 1
     segments = (run_dir / rundir.TRIALS).glob(rundir.part_file(f"{rundir.SEGMENT}*"))
@@ -94,6 +95,10 @@ def test_healthy_and_diverging_trials_finish_and_tables_stay_whole(
     assert not (healthy.status == "diverged").any()
     assert trials.objective.map(math.isfinite).all()
     assert set(trials.status) <= set(results.STATUSES)
+    # one ranking: `ganlab results` (summarise) and the report (config_stats) agree
+    from analysis.aggregate import config_stats
+
+    assert list(results.summarise(trials).config_id) == list(config_stats(trials).index)
 
     study = optuna.load_study(study_name="mixed", storage=sweep.journal_storage(run_dir))
     states = {t.state for t in study.trials}
@@ -104,6 +109,7 @@ def test_healthy_and_diverging_trials_finish_and_tables_stay_whole(
     # the journal agrees with the tables: each trial's objective is what Optuna was told
     by_trial = trials.groupby("trial_id").objective.first().sort_values().tolist()
     assert sorted(values) == pytest.approx(by_trial)
+    journal_agrees_with_tables(run_dir, "mixed")  # diverged trials too
 
     # the long table: one row per seed and evaluation, ending where a seed diverged
     assert not metrics.duplicated(["trial_id", "seed", "step"]).any()
@@ -131,7 +137,7 @@ def test_a_storage_uri_keeps_results_there_and_tables_locally(local_ray, tmp_pat
     ray_wrote = (shared / "uri" / rundir.EXPERIMENT).glob("*/checkpoint_*")
     assert len(list(ray_wrote)) > 0  # Ray wrote there
     copied = results.read_table(shared / "uri" / rundir.TRIALS)
-    pd.testing.assert_frame_equal(copied, trials)
+    pd.testing.assert_frame_equal(copied, trials.drop(columns="phase"))  # `load` adds `phase`
     assert results.load_samples(run_dir).source.eq("fake").sum() == 4
     with pytest.raises(preflight.SweepError, match="holds a sweep already"):
         preflight.check_run_dir(s, resume=False)
@@ -192,3 +198,122 @@ def test_every_sweep_file_runs_at_smoke_size(local_ray, tmp_path, path):
     assert isinstance(metrics, pd.DataFrame) and len(metrics) >= len(trials)
     samples = results.load_samples(run_dir)
     assert set(samples.source) == {"fake", "real"}
+    if s.scheduler.name == "pbt":  # its smoke sizes must exploit, or PBT went untried
+        assert (trials.cloned_from != "").any()
+
+
+PRUNING = """
+name: pruning
+base: {dataset: ring8, width: 16, steps: 60, eval_every: 20, n_eval: 300, batch_size: 32}
+search:
+  lr_g: {choice: [2.0e-3, 1.0e-9]}   # 1e-9: G stays where it started, worse at the rung
+seeds: 2
+search_alg: grid
+search_seed: 1                       # the grid's order: 2e-3 first, so ASHA stops the other
+max_concurrent: 1
+scheduler: {name: asha, grace_period: 20, reduction_factor: 2}
+objective: {metric: fid, mode: min}
+"""
+
+
+def journal_agrees_with_tables(run_dir: Path, name: str) -> list[optuna.trial.FrozenTrial]:
+    """optuna-dashboard's data (the journal read back) against the tables: each trial's
+    intermediate values are its `objective` step for step, its state its seeds' statuses, its
+    user attributes the tables' names."""
+    trials, metrics = results.load(run_dir)
+    study = optuna.load_study(study_name=name, storage=sweep.journal_storage(run_dir))
+    State = optuna.trial.TrialState
+    assert len(study.trials) == trials.trial_id.nunique()
+    for frozen in study.trials:
+        attrs = frozen.user_attrs
+        rows = trials[trials.trial_id == attrs["trial_id"]]
+        assert attrs["config_id"] == rows.config_id.iloc[0]
+        curve = metrics[metrics.trial_id == attrs["trial_id"]].groupby("step").objective.first()
+        told = dict(sorted(frozen.intermediate_values.items()))
+        if (rows.status == "diverged").all():  # the last report, after every seed's last row
+            curve[max(told)] = rows.objective.iloc[0]
+        assert list(told) == curve.index.tolist()
+        assert list(told.values()) == pytest.approx(curve.tolist())
+        assert attrs["seed_status"] == {str(r.seed): r.status for r in rows.itertuples()}
+        last = frozen.intermediate_values[max(frozen.intermediate_values)]
+        assert frozen.value == pytest.approx(last) == pytest.approx(rows.objective.iloc[0])
+        if set(rows.status) == {"pruned"}:
+            assert frozen.state == State.PRUNED and attrs["status"] == "pruned"
+        else:
+            assert "pruned" not in set(rows.status)
+            assert frozen.state == State.COMPLETE and attrs["status"] == "completed"
+    return study.trials
+
+
+def test_optuna_is_told_each_evaluation_and_asha_stops_as_pruned(local_ray, tmp_path):
+    path = tmp_path / "pruning.yaml"
+    path.write_text(PRUNING)
+    s = spec.load(path, storage=str(tmp_path / "runs"))
+    run_dir = sweep.run(s, echo=lambda line: None)
+    told = journal_agrees_with_tables(run_dir, "pruning")
+    states = [t.state for t in told]
+    assert states == [optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED]
+    assert max(told[0].intermediate_values) == 60 and max(told[1].intermediate_values) == 20
+    from ganlab import runs  # `ganlab status` counts from the journal
+
+    found = runs.status(run_dir)
+    assert found.state == "finished" and found.seen["trials"] == rundir.JOURNAL
+    assert found.outcomes == {"completed": 1, "pruned": 1, "error": 0, "running": 0}
+
+
+PBT = """
+name: pbt
+base: {dataset: ring8, width: 16, steps: 60, eval_every: 20, n_eval: 200, batch_size: 32}
+search:                              # rates too small to reach a mode in 60 steps: the scores
+  lr_d: {loguniform: [1.0e-6, 1.0e-5]}   # tie at 0, and the earliest trials rank bottom
+  lr_g: {loguniform: [1.0e-6, 1.0e-5]}
+seeds: 2
+num_samples: 4                       # the population: two run, two wait paused
+scheduler: {name: pbt, quantile_fraction: 0.5, resample_probability: 0.0}
+objective: {metric: good_modes, mode: max}
+"""
+
+
+def test_pbt_exploits_clone_checkpoints_and_are_in_the_tables(local_ray, tmp_path):
+    import json
+
+    from ganlab import pbt
+
+    path = tmp_path / "pbt.yaml"
+    path.write_text(PBT)
+    s = spec.load(path, storage=str(tmp_path / "runs"))
+    run_dir = sweep.run(s, echo=lambda line: None)
+    trials, metrics = results.load(run_dir)
+    assert set(trials.status) <= {"completed", "collapsed"}
+    per_trial = trials.groupby("trial_id").first()
+    cloned = per_trial[per_trial.cloned_from != ""]
+    assert len(cloned) >= 1
+    steps = metrics.groupby("trial_id").step.apply(set)
+    for trial_id in per_trial.index.difference(cloned.index):  # paused, resumed: every report
+        assert steps[trial_id] == {0, 20, 40, 60}
+    bounds = {p.name: p.values for p in s.search}
+    for trial_id, row in cloned.iterrows():
+        events = json.loads(row.exploits)
+        assert (row.cloned_from, row.cloned_at_step) == (
+            events[-1]["from_trial"], events[-1]["step"]
+        )  # fmt: skip
+        lines = [json.loads(line) for line in
+                 (run_dir / rundir.EXPERIMENT / rundir.trial_dir_name(trial_id) /
+                  rundir.RESULT_FILE).read_text().splitlines()]  # fmt: skip
+        for event in events:
+            assert event["from_trial"] in per_trial.index and event["from_trial"] != trial_id
+            assert event["step"] in steps[event["from_trial"]]  # the source's checkpoint step
+            mine = event | {"trial": trial_id}  # reports carry it from then on (none: no key)
+            after = [line for line in lines if mine in line.get("exploits", [])]
+            assert after[0]["step"] == event["step"] + 20  # it went on from there, not from 0
+            assert after[0]["resumed_from_step"] == event["step"]
+            for name, (old, new) in event["changed"].items():
+                low, high = bounds[name]
+                scaled = [min(max(old * f, low), high) for f in pbt.PERTURBATION_FACTORS]
+                assert new == pytest.approx(scaled[0]) or new == pytest.approx(scaled[1])
+        for name, (_, new) in events[-1]["changed"].items():  # the values it ended with
+            assert row[name] == pytest.approx(new)
+    from analysis.report import load_run, report_sections
+
+    sections = {section.id: section for section in report_sections(load_run(run_dir))}
+    assert "fig-lineage" in sections["lineage"].body

@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
-from tables import make_run
+from runs import make_run
 
 from ganlab import preflight, results, rundir, runlock, sweep
 from ganlab import spec as specs

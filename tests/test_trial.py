@@ -245,3 +245,45 @@ def test_a_trial_handed_no_protocol_for_its_rung_count_says_so():
         Trial(tiny(n_eval_rung=20), assets=assets)
     both = [assets, build_assets(datasets.load("ring8"), 20)]
     assert Trial(tiny(n_eval_rung=20), assets=both).rung_evaluator.n_fake == 20
+
+
+@pytest.mark.parametrize("execution", ["batched", "sequential"])
+def test_a_checkpoint_loads_with_mutable_fields_changed_and_they_take_effect(execution):
+    config = tiny(steps=30, eval_every=10, ema=0.9, execution=execution, seeds=[0, 1])
+    first = Trial(config)
+    first.run(until=10)
+    state = first.state_dict()
+    new = {"lr_d": 1e-3, "beta1": 0.3, "beta2": 0.95, "ema": 0.5}
+    second = Trial(config.replace(**new))
+    changed = second.load_state_dict(state, mutable=("lr_d", "lr_g", "beta1", "beta2", "ema"))
+    assert changed == {k: [getattr(config, k), v] for k, v in new.items()}
+    assert second.step == 10 and second.history[-1].step == 10
+    for a, b in zip(first.seeds, second.seeds, strict=True):
+        for p, q in zip(a.g.parameters(), b.g.parameters(), strict=True):
+            assert torch.equal(p, q)
+        assert [g["lr"] for g in b.opt_d.param_groups] == [1e-3]
+        assert [g["lr"] for g in b.opt_g.param_groups] == [config.lr_g]
+        assert {g["betas"] for g in [*b.opt_g.param_groups, *b.opt_d.param_groups]} == {
+            (0.3, 0.95)
+        }
+    before = [[p.clone() for p in s.g_ema.parameters()] for s in second.seeds]
+    second.train(1)
+    if execution == "batched":
+        engine = second._batched
+        assert engine.opt_d.lr.tolist() == [1e-3, 1e-3]
+        assert engine.opt_g.lr.tolist() == [config.lr_g] * 2
+        assert (engine.opt_d.beta1, engine.opt_d.beta2) == (0.3, 0.95)
+    for s, old in zip(second.seeds, before, strict=True):  # ema += (1 - 0.5) (g - ema)
+        for e, p, o in zip(s.g_ema.parameters(), s.g.parameters(), old, strict=True):
+            expected = (o + 0.5 * (p - o)).reshape(-1).tolist()
+            assert e.reshape(-1).tolist() == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_checkpoint_of_another_configuration_is_still_refused():
+    config = tiny(steps=20, eval_every=10)
+    first = Trial(config)
+    first.run(until=10)
+    with pytest.raises(ValueError, match="different configuration"):
+        Trial(config.replace(width=16)).load_state_dict(first.state_dict(), mutable=("lr_d",))
+    with pytest.raises(ValueError, match="different configuration"):
+        Trial(config.replace(lr_d=1e-3)).load_state_dict(first.state_dict())

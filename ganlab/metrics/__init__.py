@@ -2,7 +2,8 @@
 
 `METRICS` names every metric an evaluation may report, with its direction and the finite worst
 value a diverged seed counts as in the robust objective: 1e5 for the min-metrics, -1 for the
-max-metrics (all of which are >= 0 on real results, so a diverged seed ranks below a real zero).
+max-metrics (all of which are >= 0 on real results, so a diverged seed ranks below a real zero);
+1 for `mode_dropping`, a 0/1 flag.
 """
 
 from dataclasses import dataclass
@@ -42,6 +43,20 @@ for _name, _metric in {
         WORST_MAX,
         "modes covered well: hq · n_modes · exp(-kl_modes) (ganlab.objective)",
         needs_modes=True,
+    ),
+    "fid_inf": Metric(
+        "min", WORST_MIN, "FID extrapolated to infinitely many fakes (Chong & Forsyth 2020)"
+    ),
+    "kid_std": Metric("min", WORST_MIN, "standard deviation of KID over its subsets"),
+    "modes_dropped": Metric(
+        "min",
+        WORST_MIN,
+        "modes with fewer high-quality samples than the protocol's mode_min_count",
+        needs_modes=True,
+    ),
+    # a flag: 1.0 where at most half of the modes are kept, its worst value
+    "mode_dropping": Metric(
+        "min", 1.0, "1 where at most half of the modes keep mode_min_count", needs_modes=True
     ),
 }.items():
     register(METRICS, _name)(_metric)

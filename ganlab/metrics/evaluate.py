@@ -20,18 +20,33 @@ from torch import Tensor
 from ganlab.data import Data
 from ganlab.metrics import METRICS
 from ganlab.metrics.assets import EvalAssets, build_assets
+from ganlab.metrics.conventions import departures
 from ganlab.metrics.extractors import Extractor
 from ganlab.metrics.features import Features
+from ganlab.metrics.fid_infinity import features_to_fid_infinity, fid_infinity_sizes
 from ganlab.metrics.frechet import Statistics, features_to_statistics, statistics_to_frechet
 from ganlab.metrics.inception import WEIGHTS_SHA256_PREFIX
-from ganlab.metrics.inception_score import probabilities_to_inception_score
-from ganlab.metrics.kid import kernel_sums_to_kid, subset_kernel_sums, within_subset_sums
-from ganlab.metrics.modes import class_mode_statistics, mixture_mode_statistics
+from ganlab.metrics.inception_score import IS_SPLITS, probabilities_to_inception_score
+from ganlab.metrics.kid import (
+    kernel_sums_to_kid,
+    kernel_sums_to_kid_std,
+    subset_kernel_sums,
+    within_subset_sums,
+)
+from ganlab.metrics.modes import (
+    class_hq_counts,
+    class_mode_statistics,
+    drop_statistics,
+    min_mode_count,
+    mixture_hq_counts,
+    mixture_mode_statistics,
+)
 from ganlab.metrics.prdc import PRDC_K, features_to_prdc, prdc_features
 
 # Bump when a constant of the metrics changes (KID subsets, PRDC cap, IS splits, hq thresholds):
 # results computed under different versions then carry different protocols.
-PROTOCOL_VERSION = 3  # 3: the digits classifier ships as a file; reference_sha
+# 4: fid_inf, kid_std, modes_dropped, mode_dropping; 3: the shipped digits classifier
+PROTOCOL_VERSION = 4
 
 
 @dataclass(frozen=True)
@@ -42,7 +57,9 @@ class Protocol:
     dimension, the weights' hash, whether they are the standard FID Inception file, what data
     they were trained on), the sample counts and the real split compared against, the FID a
     copy of the training data scores (`fid_floor`), and whether FID's covariances are rank
-    deficient (fewer samples than feature dimensions: FID is then biased, not comparable).
+    deficient (fewer samples than feature dimensions: FID is then biased, not comparable),
+    the subset sizes FID∞ is fitted on, the high-quality count below which a mode is dropped,
+    and every setting papers do not use (`ganlab.metrics.conventions`).
     """
 
     extractor: str  # "raw", "classifier" or "inception"
@@ -59,6 +76,9 @@ class Protocol:
     reference_sha: str = ""  # hash of the reference statistics and real side (`EvalAssets`)
     rank_deficient: bool = False  # min(n_real, n_fake) <= dim: FID's covariances are singular
     sampling: str = "eval"  # how G drew the samples (BatchNorm in eval mode)
+    fid_inf_n: tuple[int, ...] = ()  # fake subset sizes FID∞ is fitted on
+    mode_min_count: int = 0  # high-quality samples a mode needs not to be dropped; 0: no modes
+    departures: tuple[str, ...] = ()  # settings papers do not use, in words
 
     def to_json(self) -> str:
         """Stable JSON: sorted keys, no spaces."""
@@ -69,6 +89,7 @@ def build_protocol(data: Data, extractor: Extractor, assets: EvalAssets) -> Prot
     """The protocol of evaluating `assets.n_fake` samples of `data` against its assets."""
     features_from = {"classifier": f"{data.classifier_data}/train", "inception": "imagenet"}
     reference, n_fake = assets.reference, assets.n_fake
+    has_modes = data.is_2d or (extractor.has_probs and bool(data.n_modes))
     return Protocol(
         extractor.name,
         extractor.weights,
@@ -82,6 +103,16 @@ def build_protocol(data: Data, extractor: Extractor, assets: EvalAssets) -> Prot
         fid_floor=reference.floor,
         reference_sha=assets.sha[:16],
         rank_deficient=min(reference.n, n_fake) <= reference.dim,
+        fid_inf_n=fid_infinity_sizes(n_fake),
+        mode_min_count=min_mode_count(n_fake, data.n_modes) if has_modes else 0,
+        departures=departures(
+            is_2d=data.is_2d,
+            stacked=data.stacked > 1,
+            n_fake=n_fake,
+            n_real=reference.n,
+            kid_subset=assets.kid_m,
+            is_splits=IS_SPLITS if extractor.has_probs else None,
+        ),
     )
 
 
@@ -91,9 +122,10 @@ class Evaluator:
     `n_eval` None takes the dataset's protocol size (`data.n_eval`). `assets` are the
     protocol's real side, made once for a whole sweep (`ganlab.metrics.assets`); without them
     they are built here. Reported metrics:
-    `fid`, `kid`, `precision`, `recall`, `density`, `coverage` always; `is` where the extractor
-    has class probabilities; `modes`, `hq`, `kl_modes` where modes are defined (2-D mixtures,
-    and class data with `data.n_modes`). `metrics` lists them.
+    `fid`, `kid`, `precision`, `recall`, `density`, `coverage`, `fid_inf`, `kid_std` always;
+    `is` where the extractor has class probabilities; `modes`, `hq`, `kl_modes`,
+    `modes_dropped`, `mode_dropping` where modes are defined (2-D mixtures, and class data with
+    `data.n_modes`). `metrics` lists them.
     """
 
     def __init__(
@@ -130,11 +162,11 @@ class Evaluator:
         self.metrics = self._metric_names()
 
     def _metric_names(self) -> tuple[str, ...]:
-        names = ["fid", "kid", "precision", "recall", "density", "coverage"]
+        names = ["fid", "kid", "precision", "recall", "density", "coverage", "fid_inf", "kid_std"]
         if self.extractor.has_probs:
             names.append("is")
         if self.data.is_2d or (self.extractor.has_probs and self.data.n_modes):
-            names += ["modes", "hq", "kl_modes"]
+            names += ["modes", "hq", "kl_modes", "modes_dropped", "mode_dropping"]
         assert set(names) <= set(METRICS), "every reported metric is registered"
         return tuple(names)
 
@@ -202,22 +234,30 @@ class Evaluator:
         finite = torch.isfinite(fake).all() & torch.isfinite(features).all()
         # Non-finite features would make eigh raise: they are zeroed, and `finite` says so.
         features = torch.where(finite, features, 0.0)
-        values = {"fid": self._fid(features), "kid": self._kid(features)}
+        values = {"fid": self._fid(features), **self._kid(features)}
+        values["fid_inf"] = features_to_fid_infinity(
+            self._real_stats, features, self.protocol.fid_inf_n, self._real_cov_sqrt
+        )
         values.update(features_to_prdc(self._prdc_real, features, PRDC_K, self._prdc_real_radii))
         if "is" in self.metrics:
             values["is"] = probabilities_to_inception_score(extracted.probs)
         if self._centres is not None:
             values.update(mixture_mode_statistics(fake, self._centres, self.data.sigma))
+            counts = mixture_hq_counts(fake, self._centres, self.data.sigma)
         elif "modes" in self.metrics:
             values.update(class_mode_statistics(extracted.probs, self.data.n_modes))
+            counts = class_hq_counts(extracted.probs, self.data.n_modes)  # the samples hq counts
+        if "modes" in self.metrics:
+            values.update(drop_statistics(counts, self.protocol.mode_min_count))
         return {name: values[name] for name in self.metrics}, finite
 
     def _fid(self, features: Tensor) -> Tensor:
         fake = features_to_statistics(features)
         return statistics_to_frechet(self._real_stats, fake, self._real_cov_sqrt)
 
-    def _kid(self, features: Tensor) -> Tensor:
+    def _kid(self, features: Tensor) -> dict[str, Tensor]:
         fake_within = within_subset_sums(features, self._kid_fake_idx)
         real, real_idx = self._kid_real, self._kid_real_idx
         cross = subset_kernel_sums(real, features, real_idx, self._kid_fake_idx)
-        return kernel_sums_to_kid(self._kid_real_within, fake_within, cross, self._kid_m)
+        sums = (self._kid_real_within, fake_within, cross, self._kid_m)
+        return {"kid": kernel_sums_to_kid(*sums), "kid_std": kernel_sums_to_kid_std(*sums)}

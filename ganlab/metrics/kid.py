@@ -86,10 +86,22 @@ def within_subset_sums(x: Tensor, idx: Tensor) -> Tensor:
     return subset_kernel_sums(x, x, idx, idx) - subset_kernel_diagonals(x, idx)
 
 
+def kernel_sums_to_mmd2(real_within: Tensor, fake_within: Tensor, cross: Tensor, m: int) -> Tensor:
+    """The unbiased MMD² of every subset from its three kernel sums, shape (count,)."""
+    return (real_within + fake_within) / (m * (m - 1)) - 2 * cross / (m * m)
+
+
 def kernel_sums_to_kid(real_within: Tensor, fake_within: Tensor, cross: Tensor, m: int) -> Tensor:
     """Mean over subsets of the unbiased MMD² from the three kernel sums of each subset (0-d)."""
-    mmd2 = (real_within + fake_within) / (m * (m - 1)) - 2 * cross / (m * m)
-    return mmd2.mean()
+    return kernel_sums_to_mmd2(real_within, fake_within, cross, m).mean()
+
+
+def kernel_sums_to_kid_std(
+    real_within: Tensor, fake_within: Tensor, cross: Tensor, m: int
+) -> Tensor:
+    """Standard deviation of the subsets' MMD² (0-d): KID's spread over its subsets, as
+    torch-fidelity reports it (`kernel_inception_distance_std`)."""
+    return kernel_sums_to_mmd2(real_within, fake_within, cross, m).std(correction=0)
 
 
 def features_to_kid(

@@ -17,6 +17,17 @@ samples) and `kl_modes` (KL of the mode histogram to the uniform distribution ov
 KL convention: with no high-quality sample the histogram is undefined; `kl_modes` is then
 log(n_modes), the largest KL any histogram can have (all mass on one mode), so it stays finite
 and ranks such a generator with the most collapsed ones.
+
+Partial collapse, graded (`drop_statistics`), from the histogram of the high-quality samples
+(on class data too: the same samples `hq` counts): `modes_dropped` counts the modes with fewer
+than `min_count` high-quality samples, and `mode_dropping` (1.0 or 0.0) flags a generator that
+keeps at most `DROPPING_SHARE` of the data's modes (2 of 8 on ring8, 3 of 25 on grid25, 96 % of
+its samples on one mode). `modes` (captured: at least one high-quality sample, the VEEGAN/PacGAN
+count) calls a mode found on a single stray sample; `modes_dropped` does not. The minimum count
+is the protocol's `mode_min_count`: by default a fifth of a mode's fair share of the samples
+(`min_mode_count`), which at PacGAN's 2-D protocol (2,500 samples, 25 modes) is 20, the count
+BourGAN (Xiao et al. 2018) takes to call a grid mode missed; 62 on ring8, 20 on digits (1,000
+samples), 5 on stacked digits (26,000 samples over 1,000 modes).
 """
 
 import math
@@ -26,6 +37,13 @@ from torch import Tensor
 
 HQ_SIGMAS = 3.0
 CONFIDENCE = 0.99
+DROP_SHARE = 0.2  # a mode is dropped below this share of its fair count (n_fake / n_modes)
+DROPPING_SHARE = 0.5  # `mode_dropping`: at most this share of the modes kept
+
+
+def min_mode_count(n_fake: int, n_modes: int, share: float = DROP_SHARE) -> int:
+    """High-quality samples a mode needs not to count as dropped: `share` of its fair count."""
+    return max(1, round(share * n_fake / n_modes))
 
 
 def histogram_to_kl_uniform(counts: Tensor) -> Tensor:
@@ -79,3 +97,25 @@ def class_mode_statistics(
         "hq": (top >= confidence).double().mean(),
         "kl_modes": histogram_to_kl_uniform(counts),
     }
+
+
+def mixture_hq_counts(
+    x: Tensor, centres: Tensor, sigma: float, n_sigmas: float = HQ_SIGMAS
+) -> Tensor:
+    """High-quality samples of each mode (n_modes,): the histogram behind `hq` on 2-D data."""
+    distances = torch.cdist(x.to(torch.float64), centres.to(x.device, torch.float64))
+    nearest_distance, nearest = distances.min(1)
+    return _histogram(nearest, len(centres), nearest_distance <= n_sigmas * sigma)
+
+
+def class_hq_counts(probs: Tensor, n_modes: int, confidence: float = CONFIDENCE) -> Tensor:
+    """High-quality (confident) samples of each mode (n_modes,): the samples `hq` counts."""
+    modes, top = probabilities_to_modes(probs)
+    return _histogram(modes, n_modes, top >= confidence)
+
+
+def drop_statistics(counts: Tensor, min_count: int) -> dict[str, Tensor]:
+    """`modes_dropped` and `mode_dropping` (0-d float64) of a high-quality histogram."""
+    dropped = (counts < min_count).sum().double()
+    few_kept = len(counts) - dropped <= DROPPING_SHARE * len(counts)
+    return {"modes_dropped": dropped, "mode_dropping": few_kept.double()}
