@@ -118,17 +118,9 @@ class TrialConfig:
         return ArchConfig(**{f.name: getattr(self, f.name) for f in fields})
 
     def validate(self) -> None:
-        # The registries are imported here, not with this module: they import torch (seconds),
-        # which readers of the results tables, and `ganlab results`, never need.
-        from ganlab.data import DATASETS
-        from ganlab.losses import LOSSES
-        from ganlab.models import ARCHITECTURES, NORMS
-
-        for name, registry in [
-            ("dataset", DATASETS), ("arch", ARCHITECTURES), ("norm_g", NORMS),
-            ("norm_d", NORMS), ("loss", LOSSES), ("metric", METRICS),
-        ]:  # fmt: skip
-            _check_choice(name, getattr(self, name), sorted(registry))
+        names = named_choices()
+        for name in REGISTRY_FIELDS:
+            _check_choice(name, getattr(self, name), sorted(names[name]))
         self._validate_penalty()
         _check_choice("mode", self.mode, MODES)
         self._validate_against_data()
@@ -217,6 +209,27 @@ class TrialConfig:
                               f"{self.dataset!r} has none")  # fmt: skip
         if self.metric == "is" and source.extractor == "raw":
             raise ConfigError("metric", f"'is' needs class probabilities; {self.dataset!r} is 2-D")
+
+
+REGISTRY_FIELDS = ("dataset", "arch", "norm_g", "norm_d", "loss", "metric")
+"""The fields that take a registry's name as it is (`penalty` also takes sums of names)."""
+
+
+def named_choices() -> dict[str, list[str]]:
+    """Every field that takes a name -> the names, in their registry's (or list's) order: what
+    `validate` checks and `ganlab.fieldhelp` lists. The registries are imported here, not with
+    this module: they import torch (seconds), which readers of the tables never need."""
+    from ganlab.data import DATASETS
+    from ganlab.losses import LOSSES
+    from ganlab.models import ARCHITECTURES, NORMS
+    from ganlab.penalties import PENALTIES
+
+    return {
+        "dataset": list(DATASETS), "arch": list(ARCHITECTURES), "norm_g": list(NORMS),
+        "norm_d": list(NORMS), "loss": list(LOSSES), "penalty": list(PENALTIES),
+        "metric": list(METRICS), "mode": list(MODES), "device": list(DEVICES),
+        "fp32_precision": list(PRECISIONS), "execution": list(EXECUTIONS),
+    }  # fmt: skip
 
 
 def _check_choice(name: str, value: Any, allowed: typing.Sequence[str]) -> None:

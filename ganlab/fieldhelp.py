@@ -1,83 +1,26 @@
 """What each trial field means: its group, meaning, unit, default and allowed values.
 
 The one source of the README's field list and of `ganlab trial --help`: defaults come from
-`TrialConfig`, the names a field takes from its registry, the rest from `FIELDS` below.
-`tests/test_fieldhelp.py` fails when a field of `TrialConfig` has no entry here, or when the
-README's list is not what `readme_list()` writes; `python -m ganlab.fieldhelp` rewrites it.
+`TrialConfig`, the names a field takes from `config.named_choices` (its registry), the rest from
+`FIELDS` below. `tests/test_cli_runs.py` fails when a field of `TrialConfig` has no entry here,
+or when the README's list is not what `readme_list()` writes; `python -m ganlab.fieldhelp`
+rewrites it.
 """
 
 import dataclasses
 import sys
-from collections.abc import Callable
 from pathlib import Path
 from typing import NamedTuple
 
-from ganlab.config import DEVICES, EXECUTIONS, PRECISIONS, TrialConfig
+from ganlab.config import TrialConfig, named_choices
 
 
 class Field(NamedTuple):
     group: str
     meaning: str
     unit: str = ""  # what a number counts; "" for names and switches
-    allowed: str = ""  # a rule on numbers; names and switches come from `choices`
+    allowed: str = ""  # a rule on numbers; names and switches come from `named_choices`
 
-
-def _datasets() -> list[str]:
-    from ganlab.data import DATASETS
-
-    return list(DATASETS)
-
-
-def _architectures() -> list[str]:
-    from ganlab.models import ARCHITECTURES
-
-    return list(ARCHITECTURES)
-
-
-def _norms() -> list[str]:
-    from ganlab.models import NORMS
-
-    return list(NORMS)
-
-
-def _losses() -> list[str]:
-    from ganlab.losses import LOSSES
-
-    return list(LOSSES)
-
-
-def _penalties() -> list[str]:
-    from ganlab.penalties import PENALTIES
-
-    return list(PENALTIES)
-
-
-def _metrics() -> list[str]:
-    from ganlab.metrics import METRICS
-
-    return list(METRICS)
-
-
-def _modes() -> list[str]:
-    from ganlab.metrics import MODES
-
-    return list(MODES)
-
-
-CHOICES: dict[str, Callable[[], list[str]]] = {
-    "dataset": _datasets,
-    "arch": _architectures,
-    "norm_g": _norms,
-    "norm_d": _norms,
-    "loss": _losses,
-    "penalty": _penalties,
-    "metric": _metrics,
-    "mode": _modes,
-    "device": lambda: list(DEVICES),
-    "fp32_precision": lambda: list(PRECISIONS),
-    "execution": lambda: list(EXECUTIONS),
-}
-"""Fields that take a name: field -> fn() -> the names (a registry's keys, or config's lists)."""
 
 DATA, ARCH, OBJECTIVE, OPTIM = "data", "architecture", "objective", "optimisation"
 EVAL, STABILITY, NUMERICS = "evaluation", "stability", "numerics and execution"
@@ -200,8 +143,9 @@ def default_text(name: str) -> str:
 
 def allowed_text(name: str) -> str:
     """What a field takes: its names, true/false, or its rule on numbers."""
-    if name in CHOICES:
-        return ", ".join(CHOICES[name]())
+    choices = named_choices()
+    if name in choices:
+        return ", ".join(choices[name])
     hint = next(f.type for f in dataclasses.fields(TrialConfig) if f.name == name)
     if hint is bool or hint == "bool":
         return "true, false"
