@@ -11,7 +11,6 @@ evaluation protocol (copied, never made anew: its numbers are comparable with th
 """
 
 import json
-import math
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -56,13 +55,7 @@ def plan(run_dir: Path, top: int, n_seeds: int) -> Plan:
 def config_of(trials: pd.DataFrame, config_id: str) -> dict[str, Any]:
     """The trial fields of `config_id` (seeds aside), as a config file would write them: a field
     the table leaves blank (one that does not apply) takes its default."""
-    row = trials[trials.config_id == config_id].iloc[0]
-    values = {}
-    for name in results.config_columns(trials):
-        value = row[name]
-        if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-            continue
-        values[name] = value.item() if hasattr(value, "item") else value
+    values = results.row_fields(trials, trials[trials.config_id == config_id].iloc[0])
     config = TrialConfig.from_dict({**values, "seeds": [0]}).to_dict()  # checked as a trial's
     del config["seeds"]
     return config
@@ -146,8 +139,4 @@ def _copy_protocol(run_dir: Path, target: Path) -> None:
 
 
 def _unique(values) -> list[Any]:
-    seen: list[Any] = []
-    for value in values:
-        if value not in seen:
-            seen.append(value)
-    return seen
+    return list(dict.fromkeys(values))  # first seen first

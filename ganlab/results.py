@@ -129,6 +129,20 @@ def config_columns(trials: pd.DataFrame) -> list[str]:
     return [c for c in CONFIG_COLUMNS if c in trials.columns]
 
 
+def plain(value: typing.Any) -> typing.Any:
+    """A table cell as a plain Python value; None for a blank (NaN, NA)."""
+    if value is None or (not isinstance(value, str) and pd.isna(value)):
+        return None
+    return value.item() if hasattr(value, "item") else value
+
+
+def row_fields(trials: pd.DataFrame, row: pd.Series) -> dict[str, typing.Any]:
+    """The configuration fields of a trials-table `row` as plain values, seeds aside; a field
+    the table leaves blank (one that does not apply to the configuration) is left out."""
+    values = {name: plain(row[name]) for name in config_columns(trials)}
+    return {name: value for name, value in values.items() if value is not None}
+
+
 def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> None:
     """Write one parquet file atomically (a temporary file, then a rename)."""
     rundir.atomic_write(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))

@@ -325,12 +325,9 @@ def export(run_dir: Path, trial_id: str) -> Exported:
         known = ", ".join(sorted(trials.trial_id.unique())[:20])
         raise RunError(f"{run_dir}: no trial {trial_id!r}; its trials: {known}")
     first = rows.iloc[0]
-    fields = {}
-    for name in results.config_columns(trials):
-        value = _plain(first[name])
-        if value is not None and name not in NOT_CONFIG:  # blank: the field does not apply
-            fields[name] = value
-    objective = _plain(first["objective"])
+    fields = results.row_fields(trials, first)
+    fields = {name: value for name, value in fields.items() if name not in NOT_CONFIG}
+    objective = results.plain(first["objective"])
     return Exported(
         trial_id,
         str(first["config_id"]),
@@ -348,10 +345,3 @@ def _require_trials(run_dir: Path) -> pd.DataFrame:
     if missing:
         raise RunError(f"{run_dir}: no {', '.join(missing)} (run `ganlab sweep` first)")
     return results.load(run_dir)[0]
-
-
-def _plain(value: Any) -> Any:
-    """A table cell as a plain Python value; None for a blank (NaN, NA)."""
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return None
-    return value.item() if hasattr(value, "item") else value
