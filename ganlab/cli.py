@@ -344,15 +344,15 @@ def _run_location(text: str) -> Path | str:
 
 def _require_run(run_dir: Path | str) -> Path:
     """The run's directory, a local copy for a URI (`storage.open_run`); refused without tables."""
-    from ganlab import storage
+    from ganlab import results, storage
 
     try:
         local = storage.open_run(run_dir)
     except FileNotFoundError as error:
         raise UsageError(str(error)) from None
-    missing = [n for n in (TRIALS, METRICS_TABLE) if not (local / n).exists()]
-    if missing:
-        raise UsageError(f"{run_dir}: no {', '.join(missing)} (run `ganlab sweep` first)")
+    problem = results.missing_tables(local, shown=run_dir)
+    if problem:
+        raise UsageError(problem)
     return local
 
 

@@ -175,15 +175,24 @@ def load(run_dir: str | os.PathLike) -> tuple[pd.DataFrame, pd.DataFrame]:
     """`(trials, metrics)` of a run directory as DataFrames, with a `phase` column: the search's
     rows, then those of its confirmation (`ganlab confirm`) where it has one."""
     run_dir = Path(run_dir)
-    missing = [name for name in (TRIALS, METRICS_TABLE) if not (run_dir / name).exists()]
-    if missing:
-        raise FileNotFoundError(f"{run_dir}: no {', '.join(missing)} (run `ganlab sweep` first)")
+    problem = missing_tables(run_dir)
+    if problem:
+        raise FileNotFoundError(problem)
     phases = [(run_dir, SEARCH)] + [(d, CONFIRM) for d in confirmation_dirs(run_dir)]
     tables = []
     for name in (TRIALS, METRICS_TABLE):
         frames = [read_table(d / name).assign(phase=phase) for d, phase in phases]
         tables.append(pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0])
     return tables[0], tables[1]
+
+
+def missing_tables(run_dir: Path, shown: str | os.PathLike | None = None) -> str | None:
+    """What a run directory lacks of the tables `load` reads, said of `shown` (default: the
+    directory); None where it has them."""
+    missing = [name for name in (TRIALS, METRICS_TABLE) if not (Path(run_dir) / name).exists()]
+    if not missing:
+        return None
+    return f"{shown or run_dir}: no {', '.join(missing)} (run `ganlab sweep` first)"
 
 
 def confirmation_dirs(run_dir: Path) -> list[Path]:

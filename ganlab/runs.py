@@ -22,7 +22,7 @@ import pandas as pd
 
 from ganlab import results, runlock
 from ganlab.config import TrialConfig
-from ganlab.rundir import JOURNAL, LOCK_FILE, METRICS_TABLE, RECORD, TRIALS
+from ganlab.rundir import JOURNAL, LOCK_FILE, RECORD, TRIALS
 from ganlab.spec import BadInput
 
 OUTCOMES = ("completed", "pruned", "error", "running")
@@ -341,7 +341,7 @@ def export(run_dir: Path, trial_id: str) -> Exported:
 
 
 def _require_trials(run_dir: Path) -> pd.DataFrame:
-    missing = [n for n in (TRIALS, METRICS_TABLE) if not (Path(run_dir) / n).exists()]
-    if missing:
-        raise RunError(f"{run_dir}: no {', '.join(missing)} (run `ganlab sweep` first)")
+    problem = results.missing_tables(run_dir)
+    if problem:
+        raise RunError(problem)
     return results.load(run_dir)[0]
