@@ -32,12 +32,15 @@ Entry = tuple[dict[int, SeedReport], dict[int, Tensor], dict[int, bytes]]
 _CACHE: OrderedDict[tuple, Entry] = OrderedDict()
 
 
-def key(config: TrialConfig, device: torch.device, execution: str, protocol: str) -> tuple:
+def key(
+    config: TrialConfig, device: torch.device, execution: str, protocol: str, fid_inf: bool
+) -> tuple:
     """What a trial's step-0 numbers depend on. Every architecture field counts, D's too: the
-    builders initialise G after constructing D, so D's shape moves G's draws."""
+    builders initialise G after constructing D, so D's shape moves G's draws. `fid_inf`: whether
+    FID∞ was measured (`Evaluator.measure`)."""
     arch = dataclasses.astuple(config.arch_config)
     return (config.dataset, arch, tuple(config.seeds), config.sample_keep,
-            config.deterministic, str(device), execution, protocol)  # fmt: skip
+            config.deterministic, str(device), execution, protocol, fid_inf)  # fmt: skip
 
 
 def take(found: tuple, seeds: "Sequence[Seed]") -> tuple[dict[int, SeedReport], Any] | None:

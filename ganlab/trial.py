@@ -74,6 +74,7 @@ from ganlab.devices import (
 from ganlab.losses import LOSSES
 from ganlab.metrics import Evaluator
 from ganlab.metrics.assets import EvalAssets
+from ganlab.metrics.evaluate import rung_protocol
 from ganlab.objective import mode_outcome, robust_objective
 from ganlab.penalties import PENALTIES
 from ganlab.reports import SIGNALS, EvalReport, SeedReport
@@ -154,6 +155,9 @@ class Trial:
             rung = config.n_eval_rung
             self.rung_evaluator = Evaluator(data, rung, str(self.device),
                                             _assets(assets, rung, final))  # fmt: skip
+            # Its rows and the last evaluation's are one measurement, each with its own count.
+            protocol = rung_protocol(self.rung_evaluator.protocol, self.evaluator.protocol)
+            self.rung_evaluator.protocol = protocol
         self.data = data.to(self.device)  # resident for the whole trial: no copies per step
         self.loss = LOSSES[config.loss]
         # Weighted already; the do-nothing penalty, or a weight of 0, runs no kernel at all.
@@ -296,8 +300,11 @@ class Trial:
         # IEEE float32 whatever the training precision: the protocol's numbers on every card.
         final = self.step >= self.config.steps
         evaluator = self.evaluator if final else self.rung_evaluator
+        # FID∞ costs 4 more Fréchet distances a seed: the last evaluation's, or the objective's.
+        fid_inf = final or self.config.metric == "fid_inf"
         with self._numerics(), full_precision():
-            per_seed = self._initial_reports(evaluator) or self._evaluate_seeds(evaluator)
+            per_seed = (self._initial_reports(evaluator, fid_inf)
+                        or self._evaluate_seeds(evaluator, fid_inf))  # fmt: skip
         self.wall_s += time.perf_counter() - start
         report = EvalReport(
             step=self.step,
@@ -319,16 +326,16 @@ class Trial:
         self.report(report)
         return report
 
-    def _evaluate_seeds(self, evaluator: Evaluator) -> dict[int, SeedReport]:
+    def _evaluate_seeds(self, evaluator: Evaluator, fid_inf: bool = True) -> dict[int, SeedReport]:
         """Every seed's report: the live ones measured together by `evaluator` (one generator
         pass, one extractor pass, one read of their fates and one of their metrics), the
-        diverged ones by their step."""
+        diverged ones by their step; FID∞ NaN without `fid_inf`."""
         live = [s for s in self.seeds if s.alive]
         signals = self._read_seeds(live)
         live = [s for s in live if s.alive]
         fakes = self._generate_seeds(live, evaluator.n_fake)
         reports = {s.seed: SeedReport(diverged_step=s.diverged_step) for s in self.seeds}
-        for s, fake, metrics in zip(live, fakes, evaluator.evaluate_seeds(fakes),
+        for s, fake, metrics in zip(live, fakes, evaluator.evaluate_seeds(fakes, fid_inf),
                                     strict=True):  # fmt: skip
             if metrics is None:  # samples not all finite
                 s.diverged_step = self.step
@@ -377,7 +384,9 @@ class Trial:
             return list(self._stacked(live).generate(n, EVAL_CHUNK))
         return [self._generate(s, n) for s in live]
 
-    def _initial_reports(self, evaluator: Evaluator) -> dict[int, SeedReport] | None:
+    def _initial_reports(
+        self, evaluator: Evaluator, fid_inf: bool
+    ) -> dict[int, SeedReport] | None:
         """The step-0 evaluation of a trial whose generators are those of one evaluated before
         in this process (`ganlab.initial`: same seeds, architecture, protocol, device and
         execution): its reports, samples and evaluation streams, taken instead of measured
@@ -385,7 +394,7 @@ class Trial:
         if self.step or self.history or not all(s.alive for s in self.seeds):
             return None
         protocol = evaluator.protocol.to_json()
-        found = initial.key(self.config, self.device, self.execution, protocol)
+        found = initial.key(self.config, self.device, self.execution, protocol, fid_inf)
         self._read_seeds(self.seeds)  # its weights may have been changed since they were made
         if not all(s.alive for s in self.seeds):
             return None
@@ -394,7 +403,7 @@ class Trial:
             reports, samples = taken
             self.samples.update(samples)
             return reports
-        reports = self._evaluate_seeds(evaluator)
+        reports = self._evaluate_seeds(evaluator, fid_inf)
         if all(s.alive for s in self.seeds):
             initial.keep(found, reports, self.samples, self.seeds)
         return reports

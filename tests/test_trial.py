@@ -14,6 +14,7 @@ from ganlab.config import ConfigError, TrialConfig
 from ganlab.devices import generator_state, reseed_value, set_generator_state, state_device_type
 from ganlab.losses import LOSSES
 from ganlab.metrics.assets import build_assets
+from ganlab.metrics.fid_infinity import features_to_fid_infinity
 from ganlab.models import ARCHITECTURES
 from ganlab.penalties import PENALTIES
 from ganlab.reports import SeedReport
@@ -229,6 +230,25 @@ def test_evaluations_before_the_last_use_the_rung_sample_count():
     assert counts == [20, 20, 50]  # steps 0 and 2 with the rung count, the last with n_eval
     assert trial.history[-1].last
     assert {len(s) for s in trial.samples.values()} == {4}
+
+
+@pytest.mark.parametrize("metric", ["good_modes", "fid_inf"])
+def test_fid_infinity_is_measured_at_the_last_evaluation_or_where_it_is_the_objective(metric):
+    mode = "max" if metric == "good_modes" else "min"
+    trial = Trial(tiny(steps=4, eval_every=2, seeds=[0, 1], metric=metric, mode=mode))
+    trial.run()
+    measured = [all("fid_inf" in r.metrics for r in report.seeds.values())
+                for report in trial.history]  # fmt: skip
+    assert measured == ([False, False, True] if metric == "good_modes" else [True, True, True])
+    # The last one is the fit over the protocol's sizes of the very fakes measured then.
+    fakes = trial._generate_seeds(trial.seeds)  # the next draws: measured here both ways
+    evaluator = trial.evaluator
+    for fake, got in zip(fakes, evaluator.evaluate_seeds(fakes), strict=True):
+        features = evaluator.extractor(fake.to(evaluator.device)).features
+        sizes, cov_sqrt = evaluator.protocol.fid_inf_n, evaluator._real_cov_sqrt
+        alone = features_to_fid_infinity(evaluator._real_stats, features, sizes, cov_sqrt)
+        assert got["fid_inf"] == pytest.approx(float(alone), rel=1e-9, abs=1e-12)
+        assert "fid_inf" not in evaluator(fake, fid_inf=False)
 
 
 @pytest.mark.parametrize("count", [5, 51])

@@ -12,7 +12,7 @@ worse than any real result) rather than raising, since a raised error makes Ray 
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import torch
 from torch import Tensor
@@ -79,10 +79,17 @@ class Protocol:
     fid_inf_n: tuple[int, ...] = ()  # fake subset sizes FID∞ is fitted on
     mode_min_count: int = 0  # high-quality samples a mode needs not to be dropped; 0: no modes
     departures: tuple[str, ...] = ()  # settings papers do not use, in words
+    # An evaluation before the last with its own count (`n_eval_rung`): the `reference_sha` of
+    # the last evaluation's protocol, the measurement its numbers belong to (`rung_protocol`).
+    final_reference_sha: str = ""
 
     def to_json(self) -> str:
-        """Stable JSON: sorted keys, no spaces."""
-        return json.dumps(asdict(self), sort_keys=True, separators=(",", ":"))
+        """Stable JSON: sorted keys, no spaces; `final_reference_sha` only where it is set, so
+        the last evaluation's protocol reads as it did before there was one."""
+        fields = asdict(self)
+        if not self.final_reference_sha:
+            del fields["final_reference_sha"]
+        return json.dumps(fields, sort_keys=True, separators=(",", ":"))
 
 
 def build_protocol(data: Data, extractor: Extractor, assets: EvalAssets) -> Protocol:
@@ -114,6 +121,15 @@ def build_protocol(data: Data, extractor: Extractor, assets: EvalAssets) -> Prot
             is_splits=IS_SPLITS if extractor.has_probs else None,
         ),
     )
+
+
+def rung_protocol(rung: Protocol, final: Protocol) -> Protocol:
+    """The protocol of the evaluations before the last (`n_eval_rung` fakes, their own
+    reference), tied to the last one's: its rows and the last's are one measurement
+    (`ganlab.results.measurements`), each with its own count."""
+    if rung.reference_sha == final.reference_sha:
+        return rung  # the same count: the same protocol
+    return replace(rung, final_reference_sha=final.reference_sha)
 
 
 class Evaluator:
@@ -174,43 +190,49 @@ class Evaluator:
         """Every reported metric at its registered worst value."""
         return {name: METRICS[name].worst for name in self.metrics}
 
-    def __call__(self, fake: Tensor) -> dict[str, float]:
+    def __call__(self, fake: Tensor, fid_inf: bool = True) -> dict[str, float]:
         """Metrics of `fake`, shape (n_fake, *data.shape), as plain floats: `measure` on the
         device, then one read to the host."""
-        values, finite = self.measure(fake)
-        read = torch.stack([finite.double(), *(values[name] for name in self.metrics)]).tolist()
+        values, finite = self.measure(fake, fid_inf)
+        read = torch.stack([finite.double(), *values.values()]).tolist()
         if not read[0]:
             return self.worst()
-        return dict(zip(self.metrics, read[1:], strict=True))
+        return dict(zip(values, read[1:], strict=True))
 
-    def evaluate_seeds(self, fakes: Sequence[Tensor]) -> list[dict[str, float] | None]:
+    def evaluate_seeds(
+        self, fakes: Sequence[Tensor], fid_inf: bool = True
+    ) -> list[dict[str, float] | None]:
         """Metrics of each seed's fakes, as `__call__` gives them, with one extractor pass over
         all of them and one read to the host; None for a seed whose samples are not all finite
         (the trial marks it diverged)."""
         if not fakes:
             return []
-        measured = self.measure_seeds(fakes)
+        measured = self.measure_seeds(fakes, fid_inf)
+        names = list(measured[0][0])
         rows = torch.stack([
-            torch.stack([torch.isfinite(fake).all().double(), finite.double(),
-                         *(values[name] for name in self.metrics)])
+            torch.stack([torch.isfinite(fake).all().double(), finite.double(), *values.values()])
             for fake, (values, finite) in zip(fakes, measured, strict=True)
         ]).tolist()  # fmt: skip
         return [
-            None if not samples_finite else dict(zip(self.metrics, values, strict=True))
+            None if not samples_finite else dict(zip(names, values, strict=True))
             if finite else self.worst()
             for samples_finite, finite, *values in rows
         ]  # fmt: skip
 
     @torch.inference_mode()
-    def measure(self, fake: Tensor) -> tuple[dict[str, Tensor], Tensor]:
+    def measure(self, fake: Tensor, fid_inf: bool = True) -> tuple[dict[str, Tensor], Tensor]:
         """Every metric of `fake` as a 0-d float64 tensor on the evaluator's device, and whether
         the samples and their features were all finite (where not, the values mean nothing).
-        Reads nothing back to the host."""
+        Reads nothing back to the host. `fid_inf` False leaves FID∞ out (not measured): its fit
+        costs `len(fid_inf_n) - 1` more Fréchet distances, so a trial measures it at its last
+        evaluation only, unless it is the objective."""
         fake = self._checked(fake)
-        return self._measure(fake, self.extractor(fake))
+        return self._measure(fake, self.extractor(fake), fid_inf)
 
     @torch.inference_mode()
-    def measure_seeds(self, fakes: Sequence[Tensor]) -> list[tuple[dict[str, Tensor], Tensor]]:
+    def measure_seeds(
+        self, fakes: Sequence[Tensor], fid_inf: bool = True
+    ) -> list[tuple[dict[str, Tensor], Tensor]]:
         """`measure` of each seed's fakes, their features extracted in one pass (on a card, the
         extractor's cost is its kernels, not its calls, once all seeds go through together)."""
         fakes = [self._checked(fake) for fake in fakes]
@@ -219,7 +241,8 @@ class Evaluator:
         probs = extracted.probs
         return [
             self._measure(fake, Features(extracted.features[i * n : (i + 1) * n],
-                                         None if probs is None else probs[i * n : (i + 1) * n]))
+                                         None if probs is None else probs[i * n : (i + 1) * n]),
+                          fid_inf)
             for i, fake in enumerate(fakes)
         ]  # fmt: skip
 
@@ -229,15 +252,16 @@ class Evaluator:
             raise ValueError(f"expected fake samples of shape {expected}, got {tuple(fake.shape)}")
         return fake.to(self.device)
 
-    def _measure(self, fake: Tensor, extracted: Features) -> tuple[dict[str, Tensor], Tensor]:
+    def _measure(
+        self, fake: Tensor, extracted: Features, fid_inf: bool
+    ) -> tuple[dict[str, Tensor], Tensor]:
         features = extracted.features
         finite = torch.isfinite(fake).all() & torch.isfinite(features).all()
         # Non-finite features would make eigh raise: they are zeroed, and `finite` says so.
         features = torch.where(finite, features, 0.0)
         values = {"fid": self._fid(features), **self._kid(features)}
-        values["fid_inf"] = features_to_fid_infinity(
-            self._real_stats, features, self.protocol.fid_inf_n, self._real_cov_sqrt
-        )
+        if fid_inf:
+            values["fid_inf"] = self._fid_inf(features, values["fid"])
         values.update(features_to_prdc(self._prdc_real, features, PRDC_K, self._prdc_real_radii))
         if "is" in self.metrics:
             values["is"] = probabilities_to_inception_score(extracted.probs)
@@ -249,7 +273,11 @@ class Evaluator:
             counts = class_hq_counts(extracted.probs, self.data.n_modes)  # the samples hq counts
         if "modes" in self.metrics:
             values.update(drop_statistics(counts, self.protocol.mode_min_count))
-        return {name: values[name] for name in self.metrics}, finite
+        return {name: values[name] for name in self.metrics if name in values}, finite
+
+    def _fid_inf(self, features: Tensor, fid: Tensor) -> Tensor:
+        sizes, cov_sqrt = self.protocol.fid_inf_n, self._real_cov_sqrt
+        return features_to_fid_infinity(self._real_stats, features, sizes, cov_sqrt, full=fid)
 
     def _fid(self, features: Tensor) -> Tensor:
         fake = features_to_statistics(features)

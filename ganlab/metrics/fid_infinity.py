@@ -43,10 +43,13 @@ def features_to_fid_infinity(
     fake_features: Tensor,
     sizes: tuple[int, ...],
     real_cov_sqrt: Tensor | None = None,
+    full: Tensor | None = None,
 ) -> Tensor:
-    """FID∞ of `fake_features` (n, d) against `real`, fitted on the first `sizes` fakes."""
+    """FID∞ of `fake_features` (n, d) against `real`, fitted on the first `sizes` fakes.
+    `full`: the FID of all n fakes where it was measured already (one distance fewer)."""
     values = [
-        statistics_to_frechet(real, features_to_statistics(fake_features[:n]), real_cov_sqrt)
+        full if full is not None and n == len(fake_features)
+        else statistics_to_frechet(real, features_to_statistics(fake_features[:n]), real_cov_sqrt)
         for n in sizes
-    ]
+    ]  # fmt: skip
     return fit_infinity(sizes, values)
