@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -126,8 +126,15 @@ def run_grid(spec, workers: int) -> pd.DataFrame:
     """Every grid point over the recipe's seeds, `workers` configurations at a time."""
     configs = [spec.trial_config(point).to_dict() for point in grid_points(spec)]
     os.environ["OMP_NUM_THREADS"] = "1"
+    points = grid_points(spec)
     with ProcessPoolExecutor(max_workers=workers) as pool:
-        rows = [row for result in pool.map(run_point, configs) for row in result]
+        futures = [pool.submit(run_point, config) for config in configs]
+        for done, future in enumerate(as_completed(futures), 1):  # progress, as they end
+            point = points[futures.index(future)]
+            rows = future.result()
+            print(f"[{done}/{len(futures)}] {point}: {len(rows)} seeds trained in "
+                  f"{rows[0]['wall_s']:.0f} s", flush=True)  # fmt: skip
+        rows = [row for future in futures for row in future.result()]  # in the grid's order
     return pd.DataFrame(rows)
 
 

@@ -1,6 +1,7 @@
 """benchmarks/reproduce.py: grouping seeds by the recipe's factor, the table, the direction."""
 
 import importlib.util
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ from ganlab import spec
 ROOT = Path(__file__).resolve().parent.parent
 _SPEC = importlib.util.spec_from_file_location("reproduce", ROOT / "benchmarks" / "reproduce.py")
 reproduce = importlib.util.module_from_spec(_SPEC)
+sys.modules["reproduce"] = reproduce  # its worker processes unpickle `run_point` by module name
 _SPEC.loader.exec_module(reproduce)
 ALPHA = reproduce.ALPHA
 
@@ -91,12 +93,24 @@ def test_packing_check_on_shuffled_seeds_passes_at_most_alpha():
     assert verdicts.count("not supported") / n_sim <= ALPHA
 
 
-def test_grid_points_of_the_shipped_recipe_have_five_seeds_per_pack():
+def test_grid_points_of_the_shipped_recipe_have_ten_seeds_per_pack():
     recipe = spec.load(ROOT / "sweeps" / "grid25_packing.yaml")
     points = reproduce.grid_points(recipe)
     packs = pd.Series([p["pack"] for p in points])
     assert sorted(packs.unique()) == [1, 2, 3, 4]
-    assert (packs.value_counts() * len(recipe.seeds) >= 5).all()
+    assert (packs.value_counts() * len(recipe.seeds) >= 10).all()  # issue 17: ≥ 10 a level
+
+
+def test_a_grid_recipe_shows_each_configuration_as_it_ends_and_keeps_the_grids_order(capsys):
+    recipe = spec.load(ROOT / "sweeps" / "grid25_packing.yaml", smoke=True)
+    frame = reproduce.run_grid(recipe, workers=2)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("[")]
+    assert [line.split("]")[0] for line in lines] == ["[1/4", "[2/4", "[3/4", "[4/4"]
+    assert sorted(line.split("{")[1].split("}")[0] for line in lines) == [
+        f"'pack': {pack}" for pack in (1, 2, 3, 4)
+    ]
+    assert frame["pack"].tolist() == [pack for pack in (1, 2, 3, 4) for _ in recipe.seeds]
+    assert frame.groupby("pack")["seed"].apply(list).tolist() == [list(recipe.seeds)] * 4
 
 
 def test_best_per_level_keeps_each_levels_best_configuration():
