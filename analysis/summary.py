@@ -97,9 +97,10 @@ def get_summary_info(
 
 def _warnings(protocols: list[dict], objective: Objective) -> list[str]:
     found = []
-    if len(protocols) > 1:
+    measured = final_protocols(protocols)
+    if len(measured) > 1:
         found.append(
-            f"This run mixes {len(protocols)} evaluation protocols: numbers from "
+            f"This run mixes {len(measured)} evaluation protocols: numbers from "
             "different protocols are not comparable."
         )
     if objective.mixed:
@@ -107,12 +108,23 @@ def _warnings(protocols: list[dict], objective: Objective) -> list[str]:
     return found + protocol_warnings(protocols)
 
 
+def final_protocols(protocols: list[dict]) -> list[dict]:
+    """The protocols apart from those of evaluations before the last (`n_eval_rung`) whose last
+    evaluation's protocol is among them: one per measurement, not one per sample count."""
+    shas = {p.get("reference_sha") for p in protocols if not p.get("final_reference_sha")}
+    return [p for p in protocols if p.get("final_reference_sha", "") not in shas - {None, ""}]
+
+
 def fid_floors(protocols: list[dict]) -> str:
-    """The real-data floor of FID under each protocol, in words ("" when none recorded)."""
-    floors = [p["fid_floor"] for p in protocols if "fid_floor" in p]
+    """The real-data floor of FID under each protocol, in words ("" when none recorded); each
+    with its sample count where the counts differ (`n_eval_rung`)."""
+    floors = [(p["fid_floor"], p.get("n_fake")) for p in protocols if "fid_floor" in p]
     if not floors:
         return ""
-    values = " / ".join(format_value(float(f)) for f in floors)
+    counts = len({n for _, n in floors}) > 1
+    values = " / ".join(
+        format_value(float(f)) + (f" ({n} fakes)" if counts else "") for f, n in floors
+    )
     return (
         f"{values}: the FID of training samples against the held-out reference, what a "
         "generator that copies its training data scores. No FID below it means anything."
@@ -164,6 +176,12 @@ def _setup(trials: pd.DataFrame) -> dict[str, str]:
     for column in ("dataset", "steps", "eval_every", "n_eval", "metric", "mode"):
         if column in trials.columns:
             setup[column] = _values(trials[column])
+    rung = trials["n_eval_rung"].dropna() if "n_eval_rung" in trials.columns else []
+    if len(rung):
+        setup["n_eval_rung"] = (
+            f"{_values(rung)} fakes for every evaluation before the last (ASHA's rungs, the "
+            "curves, the numbers of trials stopped early); the last, at steps, used n_eval"
+        )
     return setup
 
 

@@ -24,9 +24,17 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 
 from ganlab import __version__, rundir, tableparts
-from ganlab.metrics import METRICS
+from ganlab.metrics import METRICS, plugin_metrics
 from ganlab.reports import SIGNALS, EvalReport, ResultLine, SeedReport
-from ganlab.results import METRIC_NAMES, SCHEMAS, config_hash, to_pixels, write_part
+from ganlab.results import (
+    METRIC_NAMES,
+    SCHEMAS,
+    config_hash,
+    metric_records,
+    table_schema,
+    to_pixels,
+    write_part,
+)
 from ganlab.rundir import (
     ERROR_FILE,
     METRICS_TABLE,
@@ -88,7 +96,9 @@ class Collector:
     """Writes a run's tables part by part as trials change.
 
     `configure(params)` gives the whole trial configuration of a trial's searched parameters, for
-    trials that failed before their first report (their rows come from `params.json`).
+    trials that failed before their first report (their rows come from `params.json`). The
+    metrics the driver's plugins registered (imported before the sweep starts) get columns of
+    their own (`ganlab.results.table_schema`).
     """
 
     def __init__(
@@ -98,6 +108,7 @@ class Collector:
         # `plugins`: the driver's, for rows of trials that never reported (a report says its own)
         self.context = {"sweep": sweep, "ganlab_version": __version__, "git_sha": _git_sha(),
                         "plugins": plugins}  # fmt: skip
+        self.plugin_metrics = metric_records(plugin_metrics())
         self.pending: dict[str, TrialSource] = {}
         self.collected: dict[str, tuple] = {}  # trial id -> signature of what its parts hold
         self.samples_from: dict[str, str] = {}  # trial id -> checkpoint its samples came from
@@ -153,7 +164,8 @@ class Collector:
         for table, names in self.unmerged.items():
             while len(names) >= SEGMENT_TRIALS:
                 batch = list(names)[:SEGMENT_TRIALS]
-                segment, parts = tableparts.merge(self.run_dir / table, batch, SCHEMAS[table])
+                schema = table_schema(table, self.plugin_metrics)
+                segment, parts = tableparts.merge(self.run_dir / table, batch, schema)
                 changes.written.append(segment)
                 changes.removed.extend(parts)
                 for name in batch:
@@ -176,7 +188,7 @@ class Collector:
                                trial.exploits)  # fmt: skip
         else:
             rows = _error_rows(trial.config, trial.error, context)
-        metrics = _metric_rows(trial.reports, context)
+        metrics = _metric_rows(trial.reports, context, tuple(self.plugin_metrics))
         checkpoint = source.checkpoint or _newest_checkpoint((fs, files))
         ended = source.ray_status in ENDED if source.ray_status else trial.ended
         if ended and checkpoint is not None and not _has_samples(checkpoint):
@@ -185,8 +197,10 @@ class Collector:
             # may still be being copied, so it waits for the next collection instead.
             checkpoint = _newest_checkpoint((fs, files), _has_samples)
         samples = self._samples(trial, checkpoint, context)  # read before anything is written
-        written = [write_part(self.run_dir / TRIALS, trial.trial_id, rows),
-                   write_part(self.run_dir / METRICS_TABLE, trial.trial_id, metrics)]  # fmt: skip
+        written = [
+            write_part(self.run_dir / table, trial.trial_id, table_rows, self.plugin_metrics)
+            for table, table_rows in ((TRIALS, rows), (METRICS_TABLE, metrics))
+        ]
         if samples is not None:
             written.append(write_part(self.run_dir / SAMPLES, trial.trial_id, samples))
             self.samples_from[trial.trial_id] = checkpoint[1]
@@ -392,10 +406,16 @@ def _trial_rows(
             protocol=last.protocol,
             plugins=lines[-1].context.plugins,
         )
+        # best_: over the evaluations measured as the last one was (`n_eval_rung`'s earlier
+        # ones drew fewer fakes: numbers of another scale, FID's bias most of all)
+        alike = [
+            line.report.seeds[seed] for line in lines if line.report.protocol == last.protocol
+        ]
         for name, metric in METRICS.items():
             values = [s.metrics[name] for s in per_step if name in s.metrics]
             row[f"final_{name}"] = values[-1] if values else math.nan
             best = min if metric.mode == "min" else max
+            values = [s.metrics[name] for s in alike if name in s.metrics]
             row[f"best_{name}"] = best(values) if values else math.nan
         rows.append(row)
     return rows
@@ -456,8 +476,11 @@ def seed_status(
     return "collapsed" if final.collapsed else "completed"  # None: the data has no modes
 
 
-def _metric_rows(lines: list[ResultLine], context: dict) -> list[dict]:
+def _metric_rows(
+    lines: list[ResultLine], context: dict, plugin_metrics: tuple[str, ...] = ()
+) -> list[dict]:
     base = {k: context[k] for k in ("sweep", "trial_id", "config_id")}
+    measured = METRIC_NAMES + plugin_metrics
     rows = []
     for report in (line.report for line in lines):
         for seed, values in report.seeds.items():
@@ -467,7 +490,7 @@ def _metric_rows(lines: list[ResultLine], context: dict) -> list[dict]:
                    "objective": report.objective, "div_rate": report.div_rate,
                    "wall_s": report.wall_s, "samples_per_s": report.samples_per_s,
                    "protocol": report.protocol}  # fmt: skip
-            row.update({k: values.metrics.get(k, math.nan) for k in METRIC_NAMES})  # unmeasured
+            row.update({k: values.metrics.get(k, math.nan) for k in measured})  # unmeasured: NaN
             row.update({k: values.signals.get(k, math.nan) for k in SIGNALS})  # none at step 0
             rows.append(row)
     return rows

@@ -4,21 +4,30 @@ Every trial of a sweep, on every node, must measure with the same extractor agai
 real statistics, or a number from one node means something else than the same number from
 another (training and linear algebra round differently on different CPUs and cards). So the
 driver makes the evaluation assets (`ganlab.metrics.assets`) of each (data set, n_fake) the sweep
-can run, on the CPU, before Ray starts a trial; keeps them in the run directory
-(`eval-protocol/<data set>-n<n_fake>.pt`, copied to a remote storage with the tables), where
-`--resume` reads them back instead of making them anew; and hands them to the trials through
-Ray's object store (`tune.with_parameters`), so no node computes or caches any of it.
+can run (each `n_eval`, and `base.n_eval_rung` where it is set), on the CPU, before Ray starts a
+trial; keeps them in the run directory (`eval-protocol/<data set>-n<n_fake>.pt`, copied to a
+remote storage with the tables), where `--resume` reads them back instead of making them anew;
+and hands them to the trials through Ray's object store (`tune.with_parameters`), so no node
+computes or caches any of it.
+
+`n_eval_rung` is one count for the whole sweep, never searched: every evaluation before the
+last uses it, the last (at `steps`) uses `n_eval`. `ganlab.results.ranking` compares finished
+trials by their last evaluation and stopped ones at the step they stopped at, so the numbers it
+compares were always measured with the same count.
 """
 
 import dataclasses
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ganlab import rundir, storage
 from ganlab.config import TrialConfig
 from ganlab.data import DATASETS
 from ganlab.spec import SpecError, SweepSpec
+
+if TYPE_CHECKING:
+    from ganlab.metrics.assets import EvalAssets
 
 Shipped = dict[str, dict[str, Any]]
 """key (`key_of`) -> `EvalAssets.to_state()`: what every trial is handed."""
@@ -28,19 +37,23 @@ MISSING = "missing"  # a shipped entry the driver could not make: its data are n
 
 
 def keys(spec: SweepSpec) -> list[tuple[str, int]]:
-    """Every (data set, n_fake) a trial of the sweep can evaluate with; raises SpecError where
-    `n_eval` is searched over a range (the protocol's sample count is not a hyperparameter)."""
-    if "n_eval_rung" in spec.base or any(p.name == "n_eval_rung" for p in spec.search):
-        where = "base.n_eval_rung" if "n_eval_rung" in spec.base else "search.n_eval_rung"
-        raise SpecError(spec.path, where, "smaller evaluations between rungs are for `ganlab "
-                        "trial` so far: a sweep's tables would rank rung-sized and final-sized "
-                        "numbers together; leave it out of sweep files")  # fmt: skip
+    """Every (data set, n_fake) a trial of the sweep can evaluate with: each `n_eval`, and the
+    `base.n_eval_rung` of the evaluations before the last where it differs. Raises SpecError
+    where `n_eval` is searched over a range or `n_eval_rung` is searched at all (the protocol's
+    sample counts are not hyperparameters)."""
+    if any(p.name == "n_eval_rung" for p in spec.search):
+        raise SpecError(spec.path, "search.n_eval_rung", "the sample count of the evaluations "
+                        "before the last is part of the protocol, not a hyperparameter: fix it "
+                        "in `base`, so that every trial stopped at a step was measured with "
+                        "the same count as the others stopped there")  # fmt: skip
+    (rung,) = _values(spec, "n_eval_rung")
     found = []
     for dataset in _values(spec, "dataset"):
         for n_eval in _values(spec, "n_eval"):
             n_fake = DATASETS[dataset].n_eval if n_eval is None else int(n_eval)
-            if (dataset, n_fake) not in found:
-                found.append((dataset, n_fake))
+            for count in (n_fake, n_fake if rung is None else int(rung)):
+                if (dataset, count) not in found:
+                    found.append((dataset, count))
     return found
 
 
@@ -56,9 +69,13 @@ def _values(spec: SweepSpec, name: str) -> list[Any]:
 
 
 def key_of(config: TrialConfig) -> str:
-    """The name of the assets `config` evaluates with: its protocol file's name."""
-    n_fake = DATASETS[config.dataset].n_eval if config.n_eval is None else config.n_eval
-    return rundir.protocol_file(config.dataset, n_fake)
+    """The name of the assets `config` evaluates with at its last evaluation: its protocol
+    file's name."""
+    return rundir.protocol_file(config.dataset, _final_count(config))
+
+
+def _final_count(config: TrialConfig) -> int:
+    return DATASETS[config.dataset].n_eval if config.n_eval is None else config.n_eval
 
 
 def prepare(spec: SweepSpec, run_dir: Path, echo: Callable[[str], None] = print) -> Shipped:
@@ -101,12 +118,18 @@ def _build(spec: SweepSpec, dataset: str, n_fake: int):
     return build_assets(load(dataset, place["data_dir"], place["download"]), n_fake)
 
 
-def assets_for(config: TrialConfig, shipped: Shipped):
-    """The `EvalAssets` a trial of `config` evaluates with, from what the driver shipped."""
+def assets_for(config: TrialConfig, shipped: Shipped) -> list["EvalAssets"]:
+    """The `EvalAssets` a trial of `config` evaluates with, from what the driver shipped: the
+    last evaluation's, then, where `n_eval_rung` differs, the earlier evaluations'."""
     from ganlab.metrics.assets import EvalAssets
 
-    state = shipped[key_of(config)]
-    if MISSING in state:
-        raise FileNotFoundError(f"{state[MISSING]} (on the sweep's driver, which makes the "
-                                "evaluation protocol every trial uses)")  # fmt: skip
-    return EvalAssets.from_state(state)
+    final = _final_count(config)
+    counts = [final] if config.n_eval_rung in (None, final) else [final, config.n_eval_rung]
+    found = []
+    for n_fake in counts:
+        state = shipped[rundir.protocol_file(config.dataset, n_fake)]
+        if MISSING in state:
+            raise FileNotFoundError(f"{state[MISSING]} (on the sweep's driver, which makes the "
+                                    "evaluation protocol every trial uses)")  # fmt: skip
+        found.append(EvalAssets.from_state(state))
+    return found

@@ -11,6 +11,12 @@ id>.parquet`), merged into segments once trials finish (`ganlab.tableparts`), so
 a changed trial rewrites only its own rows; `load` reads such a directory as one table. A table
 may also be a single file. Every file is written through a temporary file and a rename, so a
 reader never sees half of one.
+
+The columns are fixed (`SCHEMAS`), but for plugins' metrics (`ganlab.register.metric`): each
+has a float64 column after the built-ins' (`<name>` in the metrics table, `final_<name>` and
+`best_<name>` in the trials table), and every file that holds some records them in its schema's
+metadata (`PLUGIN_METRICS_KEY`), so `load` reads them back in a process that never imported
+the plugin. A run without plugin metrics is written as it always was.
 """
 
 import dataclasses
@@ -25,10 +31,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from ganlab import rundir, tableparts
 from ganlab.config import TrialConfig
-from ganlab.metrics import METRICS
+from ganlab.metrics import BUILT_IN, METRICS, RECORDED, Metric
 from ganlab.reports import SIGNALS as PER_SEED_SIGNALS
 from ganlab.spec import BadInput
 
@@ -39,7 +46,7 @@ TRIALS, METRICS_TABLE, SAMPLES = rundir.TRIALS, rundir.METRICS_TABLE, rundir.SAM
 # runs, in tables collected during a sweep.
 STATUSES = ("completed", "diverged", "collapsed", "pruned", "running", "error")
 CONFIG_COLUMNS = tuple(f.name for f in dataclasses.fields(TrialConfig) if f.name != "seeds")
-METRIC_NAMES = tuple(METRICS)
+METRIC_NAMES = BUILT_IN  # the fixed columns; a plugin's metrics come after (`table_schema`)
 SIGNALS = PER_SEED_SIGNALS + ("wall_s", "samples_per_s")  # the last two are per trial
 
 TRIAL_COLUMNS = (
@@ -124,6 +131,62 @@ SCHEMAS = {
 }
 
 
+PLUGIN_METRICS_KEY = b"ganlab.plugin_metrics"
+"""A table file's schema metadata: the plugin metrics it has columns of, as JSON
+`{name: {"mode", "worst", "doc"}}` in column order; absent where it has none."""
+PLUGIN_METRIC_TABLES = (TRIALS, METRICS_TABLE)
+
+
+def metric_records(names: typing.Iterable[str]) -> dict[str, dict[str, typing.Any]]:
+    """What a table file records of the registered metrics `names`: mode, worst and doc."""
+    return {name: {"mode": METRICS[name].mode, "worst": METRICS[name].worst,
+                   "doc": METRICS[name].doc} for name in names}  # fmt: skip
+
+
+def table_schema(table: str, plugin_metrics: dict[str, dict] | None = None) -> pa.Schema:
+    """The schema of `table` (a name in `SCHEMAS`) with the float64 columns of `plugin_metrics`
+    (`metric_records`) after the built-in ones, and their records in its metadata; `SCHEMAS`'
+    own where there are none (or the table has no metric columns: the samples)."""
+    names = list(plugin_metrics or {}) if table in PLUGIN_METRIC_TABLES else []
+    if not names:
+        return SCHEMAS[table]
+    if table == TRIALS:
+        names = [f"final_{m}" for m in names] + [f"best_{m}" for m in names]
+    schema = SCHEMAS[table]
+    for name in names:
+        if name not in schema.names:  # an old run's plugin metric that is a built-in now
+            schema = schema.append(pa.field(name, pa.float64()))
+    return schema.with_metadata({PLUGIN_METRICS_KEY: json.dumps(plugin_metrics)})
+
+
+def recorded_metrics(table: str | os.PathLike) -> dict[str, dict[str, typing.Any]]:
+    """The plugin metrics a table (a file, or a directory of parts) has columns of, as its
+    files record them (`metric_records`); {} where none do."""
+    path = Path(table)
+    if path.name not in PLUGIN_METRIC_TABLES or not path.exists():
+        return {}
+    for attempt in range(tableparts.READ_ATTEMPTS):
+        try:
+            return _recorded_metrics(path)
+        except FileNotFoundError:  # a part merged into a segment after it was listed
+            if attempt == tableparts.READ_ATTEMPTS - 1:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _recorded_metrics(path: Path) -> dict[str, dict[str, typing.Any]]:
+    files = [path] if path.is_file() else sorted(path.glob(f"*{rundir.PART_SUFFIX}"))
+    found: dict[str, dict[str, typing.Any]] = {}
+    for file in files:
+        if file.name.startswith((".", "_")):  # a file being written
+            continue
+        metadata = pq.read_schema(file).metadata or {}
+        if PLUGIN_METRICS_KEY in metadata:
+            for name, record in json.loads(metadata[PLUGIN_METRICS_KEY]).items():
+                found.setdefault(name, record)
+    return found
+
+
 def config_columns(trials: pd.DataFrame) -> list[str]:
     """The configuration columns present in a trials table, in schema order."""
     return [c for c in CONFIG_COLUMNS if c in trials.columns]
@@ -148,9 +211,15 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike) -> None:
     rundir.atomic_write(Path(path), lambda tmp: frame.to_parquet(tmp, index=False))
 
 
-def write_part(table_dir: Path, name: str, rows: list[dict] | pa.Table) -> Path:
-    """Write one part (a trial's rows) of a table kept as a directory of parts."""
-    schema = SCHEMAS[table_dir.name]
+def write_part(
+    table_dir: Path,
+    name: str,
+    rows: list[dict] | pa.Table,
+    plugin_metrics: dict[str, dict] | None = None,
+) -> Path:
+    """Write one part (a trial's rows) of a table kept as a directory of parts, with the
+    columns of `plugin_metrics` (`metric_records`) where given (`table_schema`)."""
+    schema = table_schema(table_dir.name, plugin_metrics)
     table = rows if isinstance(rows, pa.Table) else pa.Table.from_pylist(rows, schema=schema)
     return tableparts.write_part(table_dir, name, table, schema)
 
@@ -162,7 +231,11 @@ def read_table(path: str | os.PathLike, trial_ids: set[str] | None = None) -> pd
     if path.is_file():
         frame = pd.read_parquet(path)
         return frame if trial_ids is None else frame[frame.trial_id.isin(trial_ids)]
-    frame = tableparts.read(path, SCHEMAS[path.name], trial_ids).to_pandas()
+    recorded = recorded_metrics(path)
+    for name, record in recorded.items():  # the report's directions and worst values
+        RECORDED.setdefault(name, Metric(record["mode"], record["worst"], record["doc"]))
+    schema = table_schema(path.name, recorded)
+    frame = tableparts.read(path, schema, trial_ids).to_pandas()
     return frame.astype({c: "Int64" for c in NULLABLE_INTS if c in frame.columns})
 
 
@@ -274,21 +347,33 @@ def config_hash(config: dict) -> str:
 
 MEASURED_WITH = ("extractor", "weights", "reference_sha")
 """The protocol's keys that say what a number was measured with: rows that differ in them hold
-numbers that are not comparable."""
+numbers that are not comparable. An evaluation before the last with its own count
+(`n_eval_rung`) has its own reference and names the last one's in `final_reference_sha`: it
+counts as that one (`measured_with`)."""
 
 
 class Incomparable(BadInput):
     """Rows measured with different extractors or references, asked to be ranked together."""
 
 
+def measured_with(protocol: dict) -> tuple[str, ...]:
+    """The measurement a protocol's numbers belong to, `MEASURED_WITH`'s values: the last
+    evaluation's reference for an evaluation before it (its `final_reference_sha`), so a
+    sweep's rung-sized and final-sized rows are one measurement, each with its own count."""
+    found = {name: str(protocol.get(name, "")) for name in MEASURED_WITH}  # old rows: blanks
+    if protocol.get("final_reference_sha"):
+        found["reference_sha"] = str(protocol["final_reference_sha"])
+    return tuple(found[name] for name in MEASURED_WITH)
+
+
 def measurements(trials: pd.DataFrame) -> dict[tuple[str, ...], int]:
-    """Rows per (extractor, weights hash, reference hash) of their protocol; rows without a
-    protocol (a trial that failed before its first evaluation) measured nothing."""
+    """Rows per (extractor, weights hash, reference hash) of their protocol (`measured_with`);
+    rows without a protocol (a trial that failed before its first evaluation) measured
+    nothing."""
     found: dict[tuple[str, ...], int] = {}
     for text, count in trials["protocol"].fillna("").value_counts().items():
         if text:
-            protocol = json.loads(text)
-            key = tuple(str(protocol.get(name, "")) for name in MEASURED_WITH)
+            key = measured_with(json.loads(text))
             found[key] = found.get(key, 0) + int(count)
     return found
 

@@ -40,6 +40,7 @@ TOP_LEVEL = (
 # --smoke shrinks a sweep to seconds: tiny networks, few steps, few samples. A file's own
 # `smoke:` section is applied on top of these.
 SMOKE_BASE = {"steps": 40, "eval_every": 20, "width": 16, "batch_size": 32, "n_eval": 200}
+SMOKE_RUNG = 100  # a file's `n_eval_rung`, at most, so its smoke still has the two counts
 SMOKE_TOP = {"num_samples": 2, "seeds": 2, "time_budget": None, "max_concurrent": 2}
 SEARCH_SEED_LIMIT = 2**32  # Optuna's samplers seed numpy, which takes seeds below 2**32
 
@@ -450,6 +451,9 @@ def _smoked(path: Path, raw: dict[str, Any]) -> dict[str, Any]:
         raise SpecError(path, "smoke.base", "must be a mapping of trial fields")
     smoked = {**raw, **SMOKE_TOP, **{k: v for k, v in own.items() if k != "base"}}
     smoked["base"] = {**raw.get("base", {}), **SMOKE_BASE, **own_base}
+    base = smoked["base"]  # the file was valid as written: its count is one
+    if base.get("n_eval_rung") is not None and not {"n_eval", "n_eval_rung"} & set(own_base):
+        base["n_eval_rung"] = min(int(base["n_eval_rung"]), SMOKE_RUNG)
     scheduler = smoked.get("scheduler")
     in_steps = ("grace_period", "perturbation_interval")
     if isinstance(scheduler, dict) and any(key in scheduler for key in in_steps):

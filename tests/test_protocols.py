@@ -51,12 +51,54 @@ def test_a_searched_range_of_sample_counts_exits_2_before_anything_is_written(tm
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ranged.yaml"]
 
 
-def test_rung_sized_evaluations_are_refused_in_sweep_files(tmp_path, capsys):
+def test_a_base_rung_count_adds_its_protocol_and_trials_are_handed_both(tmp_path):
+    s = _spec(tmp_path, SWEEP.replace("n_eval: 100}", "n_eval: 100, n_eval_rung: 50}"))
+    assert protocols.keys(s) == [("ring8", 100), ("ring8", 50)]
+    run_dir = tmp_path / "runs" / "protocols"
+    shipped = protocols.prepare(s, run_dir, lambda line: None)
+    files = sorted(p.name for p in (run_dir / rundir.PROTOCOL_DIR).iterdir())
+    assert files == ["ring8-n100.pt", "ring8-n50.pt"]
+    handed = protocols.assets_for(s.trial_config({"loss": "hinge"}), shipped)
+    assert [a.n_fake for a in handed] == [100, 50]  # the last evaluation's first
+    assert [a.sha for a in handed] == [EvalAssets.load(run_dir / rundir.PROTOCOL_DIR / f).sha
+                                       for f in ("ring8-n100.pt", "ring8-n50.pt")]  # fmt: skip
+    same = _spec(tmp_path, SWEEP.replace("n_eval: 100}", "n_eval: 100, n_eval_rung: 100}"))
+    assert protocols.keys(same) == [("ring8", 100)]  # the same count: one protocol
+
+
+@pytest.mark.parametrize(
+    ("change", "where"),
+    [
+        ("search:\n  n_eval_rung: {choice: [20, 50]}\n", "search.n_eval_rung"),
+        ("n_eval_rung: 200}", "base.n_eval_rung"),  # more than n_eval
+        ("n_eval_rung: 5}", "base.n_eval_rung"),  # too few for the k-NN metrics
+    ],
+)
+def test_a_searched_or_impossible_rung_count_exits_2_naming_the_field(
+    tmp_path, capsys, change, where
+):
     path = tmp_path / "rung.yaml"
-    path.write_text(SWEEP.replace("n_eval: 100}", "n_eval: 100, n_eval_rung: 50}"))
+    if change.startswith("search"):
+        path.write_text(SWEEP.replace("search:\n", change))
+    else:
+        path.write_text(SWEEP.replace("n_eval: 100}", f"n_eval: 100, {change}"))
     assert cli.main(["sweep", str(path), "--storage", str(tmp_path / "runs")]) == 2
-    assert f"{path}: base.n_eval_rung:" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert f"{path}: {where}:" in error
+    if where.startswith("search"):
+        assert "not a hyperparameter" in error
     assert not (tmp_path / "runs").exists()
+
+
+def test_smoke_sizes_keep_a_rung_count_below_their_n_eval(tmp_path):
+    path = tmp_path / "rung.yaml"
+    path.write_text(SWEEP.replace("n_eval: 100}", "n_eval: 1000, n_eval_rung: 500}"))
+    smoked = spec.load(path, smoke=True, storage=str(tmp_path / "runs"))
+    assert (smoked.base["n_eval"], smoked.base["n_eval_rung"]) == (200, 100)
+    assert protocols.keys(smoked) == [("ring8", 200), ("ring8", 100)]
+    own = SWEEP.replace("n_eval: 100}", "n_eval: 1000, n_eval_rung: 500}")
+    path.write_text(own + "smoke: {base: {n_eval_rung: 200}}\n")  # its own smoke size wins
+    assert spec.load(path, smoke=True, storage=str(tmp_path / "runs")).base["n_eval_rung"] == 200
 
 
 def test_the_driver_makes_the_assets_once_and_reads_them_back(tmp_path):
@@ -75,7 +117,8 @@ def test_the_driver_makes_the_assets_once_and_reads_them_back(tmp_path):
     first, second = (EvalAssets.from_state(shipped[key]) for shipped in (made, again))
     assert first.sha == second.sha == EvalAssets.load(path).sha
     config = s.trial_config({"loss": "hinge"})
-    assert protocols.assets_for(config, again).sha == first.sha
+    (handed,) = protocols.assets_for(config, again)  # no rung count: the one protocol
+    assert handed.sha == first.sha
 
 
 def test_a_remote_storage_keeps_the_assets_for_a_resume_elsewhere(tmp_path):
@@ -136,3 +179,101 @@ def test_the_cli_and_the_report_refuse_a_mixed_run_with_exit_2(tmp_path, capsys)
         error = capsys.readouterr().err
         assert "not comparable" in error and "w against reference r" in error
     assert not (run_dir / rundir.REPORT).exists()
+
+
+def test_rung_rows_count_as_their_last_evaluations_measurement_and_no_other():
+    final = {"extractor": "raw", "weights": "", "reference_sha": "f1", "n_fake": 300}
+    rung = {**final, "reference_sha": "r1", "n_fake": 100, "final_reference_sha": "f1"}
+    rows = [
+        {"trial_id": "a", "seed": 0, "objective": 1.0, "protocol": json.dumps(final)},
+        {"trial_id": "b", "seed": 0, "objective": 2.0, "protocol": json.dumps(rung)},
+    ]
+    rows = [{**row, "lr_g": 1e-4 * (i + 1)} for i, row in enumerate(rows)]
+    assert results.measurements(trial_table(rows)) == {("raw", "", "f1"): 2}
+    for other in ({**final, "reference_sha": "f2"}, {**rung, "final_reference_sha": "f2"}):
+        mixed = trial_table([*rows, {"trial_id": "c", "seed": 0, "protocol": json.dumps(other)}])
+        with pytest.raises(results.Incomparable, match="measured with 2 different") as raised:
+            results.check_comparable(mixed, "run")
+        assert "2 rows by raw (no weights) against reference f1" in str(raised.value)
+
+
+# --- a sweep whose evaluations before the last are smaller --------------------------------------
+
+RUNG = """
+name: rung
+base: {dataset: ring8, width: 16, steps: 40, eval_every: 20, n_eval: 200, n_eval_rung: 50,
+       batch_size: 32}
+search:
+  lr_g: {choice: [1.0e-9, 2.0e-2]}   # 2e-2: G leaves the modes at once, worse at the rung
+seeds: 2
+search_alg: grid
+search_seed: 1                       # the grid's order: 1e-9 first, so ASHA stops the other
+max_concurrent: 1
+scheduler: {name: asha, grace_period: 20, reduction_factor: 2}
+objective: {metric: fid, mode: min}
+"""
+
+
+@pytest.fixture(scope="module")
+def rung_run(tmp_path_factory):
+    """The RUNG sweep, run on a private local Ray started for it."""
+    from ganlab import preflight, raystart, sweep
+
+    started = raystart.start(None)
+    path = tmp_path_factory.mktemp("rung") / "rung.yaml"
+    path.write_text(RUNG)
+    s = spec.load(path, storage=str(path.parent / "runs"))
+    try:
+        sweep.run(s, echo=lambda line: None)
+    finally:
+        if started:
+            import ray
+
+            ray.shutdown()
+    return preflight.run_dir_of(s)
+
+
+def test_a_sweep_with_a_rung_count_ranks_pruned_and_finished_trials_as_one(rung_run, capsys):
+    from analysis.summary import final_protocols, run_protocols
+
+    files = sorted(p.name for p in (rung_run / rundir.PROTOCOL_DIR).iterdir())
+    assert files == ["ring8-n200.pt", "ring8-n50.pt"]
+    final_sha, rung_sha = (EvalAssets.load(rung_run / rundir.PROTOCOL_DIR / name).sha[:16]
+                           for name in files)  # fmt: skip
+    trials, metrics = results.load(rung_run)
+    results.check_comparable(trials, "rung")
+    results.check_comparable(metrics, "rung")
+    per_trial = trials.groupby("trial_id").first()
+    ended, pruned = sorted(per_trial.status, key=lambda status: status == "pruned")
+    assert ended in results.ENDED_STATUSES and pruned == "pruned"  # G at its start: collapsed
+    assert set(trials.n_eval_rung) == {50}
+    for row in per_trial.itertuples():
+        protocol = json.loads(row.protocol)
+        if row.status != "pruned":  # its last evaluation, at `steps`
+            assert (protocol["n_fake"], protocol["reference_sha"]) == (200, final_sha)
+            assert "final_reference_sha" not in protocol
+        else:  # stopped at the rung: measured there with the rung count
+            assert (protocol["n_fake"], protocol["reference_sha"]) == (50, rung_sha)
+            assert protocol["final_reference_sha"] == final_sha
+    counts = metrics.assign(n_fake=[json.loads(p)["n_fake"] for p in metrics.protocol])
+    by_step = counts.groupby("step").n_fake.unique().map(list).to_dict()
+    assert by_step == {0: [50], 20: [50], 40: [200]}  # before the last, then the last
+    # best_: over the evaluations with the last one's count only (the rung's are other numbers)
+    alike = counts.merge(trials[["trial_id", "seed", "protocol"]], on=["trial_id", "seed"],
+                         suffixes=("", "_last")).query("protocol == protocol_last")  # fmt: skip
+    best = alike.groupby(["trial_id", "seed"]).fid.min()
+    assert trials.set_index(["trial_id", "seed"]).best_fid.to_dict() == best.to_dict()
+    assert len(run_protocols(trials)) == 2 and len(final_protocols(run_protocols(trials))) == 1
+    ranked = results.ranking(trials)
+    assert list(ranked.stopped) == [False, True]  # the finished one first, then the rung's
+    assert cli.main(["results", str(rung_run)]) == 0
+    lines = capsys.readouterr().out.splitlines()[1:]  # under the header, best first
+    order = per_trial.sort_values("status", key=lambda s: s == "pruned").index.tolist()
+    assert [line.split()[0] for line in lines] == order and "pruned" in lines[1]
+
+
+def test_the_report_says_the_rung_count_and_no_mix_of_protocols(rung_run):
+    assert cli.main(["report", str(rung_run)]) == 0
+    page = (rung_run / rundir.REPORT).read_text()
+    assert "fakes for every evaluation before the last" in page
+    assert "mixes" not in page
