@@ -23,7 +23,7 @@ from typing import NamedTuple
 import numpy as np
 import pandas as pd
 
-from ganlab.metrics import METRICS, MODES
+from ganlab.metrics import MODES, known
 from ganlab.results import (
     ENDED_STATUSES,
     JUDGED_STATUSES,
@@ -80,7 +80,9 @@ def config_stats(trials: pd.DataFrame, metrics: tuple[str, ...] | None = None) -
     `m_median`, `m_q75` and `m_iqr` of the final values over the seeds that neither diverged
     nor errored.
     """
-    metrics = metrics or tuple(m for m in METRICS if trials[f"final_{m}"].notna().any())
+    metrics = metrics or tuple(
+        m for m in known() if f"final_{m}" in trials and trials[f"final_{m}"].notna().any()
+    )
     groups = trials.groupby("config_id", sort=False)
     ran = trials["status"] != "error"
     out = groups[config_columns(trials)].first()

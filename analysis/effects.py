@@ -31,7 +31,7 @@ from plotly.subplots import make_subplots
 
 from analysis._style import base_layout, color, empty_figure
 from analysis.aggregate import parameter_bins
-from ganlab.metrics import METRICS
+from ganlab.metrics import known, lookup
 
 N_BOOT = 400
 MIN_BOOT = 100
@@ -105,7 +105,7 @@ def _values_at(trials: pd.DataFrame, metrics: pd.DataFrame, step: int) -> pd.Dat
     at = metrics[metrics["step"] == step].set_index(["trial_id", "seed"])
     key = pd.MultiIndex.from_frame(trials[["trial_id", "seed"]])
     out = trials.copy()
-    for m in METRICS:
+    for m in known():
         if m in at.columns and f"final_{m}" in out.columns:
             out[f"final_{m}"] = at[m].reindex(key).to_numpy(dtype=float)
     gone = (out["diverged_step"].astype("Float64") <= step).fillna(False).to_numpy(dtype=bool)
@@ -118,7 +118,7 @@ def seed_outcomes(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
     ran = trials[trials["status"] != "error"]
     diverged = (ran["status"] == "diverged").to_numpy()
     value = ran[f"final_{metric}"].to_numpy(dtype=float)
-    objective = np.where(diverged | ~np.isfinite(value), METRICS[metric].worst, value)
+    objective = np.where(diverged | ~np.isfinite(value), lookup(metric).worst, value)
     modes = ran["final_modes"].to_numpy(dtype=float) if "final_modes" in ran else np.nan
     out = pd.DataFrame(
         {"config_id": ran["config_id"].to_numpy(), "objective": objective,

@@ -1,4 +1,4 @@
-"""The public API for your own losses, penalties, architectures and datasets.
+"""The public API for your own losses, penalties, architectures, datasets and metrics.
 
 A plugin is a Python file (or an importable module) named in a sweep file's `imports:` (or
 `ganlab trial --imports`). It registers what it defines with these decorators; the names then
@@ -25,20 +25,36 @@ mean in sweep files what the built-in names mean, and are checked the same way:
     def my_data(data_dir, download):        # -> fields of ganlab.data.Data (train, ...)
         ...
 
+    @register.metric("mean_nn", mode="min", worst=1e5, doc="mean distance to the nearest real")
+    def mean_nn(fake, features, data):      # fakes (N, *shape), features (N, d) -> 0-d tensor
+        real = ganlab.data.to_float(data.test).flatten(1).to(fake.device)
+        return torch.cdist(fake.flatten(1), real).min(1).values.mean()
+
 Each decorator checks what it is given when the plugin is imported (a signature, a name), so
 a mistake stops the sweep before Ray starts (exit 2, naming the file and the line). A name
 already registered, built-in or not, is refused. Trials of a plugin's penalty train their seeds
 one after the other unless it gives its `batched` form (see `ganlab.batched`), and those of a
 plugin's architecture train so too (`ganlab.execution.RULE` names the built-in ones).
+
+A metric is measured at every evaluation of every trial, after the built-ins, on the device the
+trial evaluates on, and may be the objective (`objective: {metric: mean_nn, mode: min}`). Its
+name is its column in the metrics table (`final_<name>` and `best_<name>` in the trials table),
+so it may not be a column's name already; each table file records the plugin metrics it holds
+(mode, worst, doc), so the tables read back where the plugin is not installed. A non-finite
+value counts as `worst` (finite, worse than any real value, as a diverged seed's); a metric
+that raises fails its trial, not retried, with its message in the row's `error`.
 """
 
 import inspect
+import math
 import re
 from collections.abc import Callable
+from numbers import Real
 from typing import Any, TypeVar
 
 from ganlab import data as _data
 from ganlab import losses as _losses
+from ganlab import metrics as _metrics
 from ganlab import models as _models
 from ganlab import penalties as _penalties
 from ganlab.registry import register as _register
@@ -120,6 +136,45 @@ def dataset(
         return read
 
     return add
+
+
+def metric(name: str, mode: str, worst: float, doc: str = "") -> Callable[[F], F]:
+    """Register `fn(fake, features, data) -> 0-d tensor` under `name` (`ganlab.metrics`):
+    `fake`, the evaluation's (n_eval, *shape) samples on the evaluator's device; `features`,
+    the protocol extractor's (n_eval, d) features of them; `data`, the `ganlab.data.Data`
+    (real samples in `test`, `train`). `mode` is its direction (`ganlab.metrics.MODES`),
+    `worst` the finite value a diverged seed, or a non-finite value, counts as (worse than
+    any real one), `doc` what it measures (default: the first line of fn's docstring)."""
+    _check_name(name, "metric")
+    if name in _metrics.METRICS:
+        raise PluginError(f"metric {name!r} is already registered")
+    if name in _reserved_columns():
+        raise PluginError(f"metric {name!r}: a column of the results tables has that name "
+                          "already; choose another")  # fmt: skip
+    if mode not in _metrics.MODES:
+        raise PluginError(f"metric {name!r}: mode must be one of {', '.join(_metrics.MODES)}, "
+                          f"got {mode!r}")  # fmt: skip
+    if isinstance(worst, bool) or not isinstance(worst, Real) or not math.isfinite(worst):
+        raise PluginError(f"metric {name!r}: worst must be a finite number (what a diverged "
+                          f"seed counts as), got {worst!r}")  # fmt: skip
+    if not isinstance(doc, str):
+        raise PluginError(f"metric {name!r}: doc must be a string, got {doc!r}")
+
+    def add(fn: F) -> F:
+        _check_signature(name, "metric", fn, ("fake", "features", "data"))
+        said = doc or next(iter((inspect.getdoc(fn) or "").splitlines()), "")
+        _register(_metrics.METRICS, name)(_metrics.Metric(mode, float(worst), said, measure=fn))
+        return fn
+
+    return add
+
+
+def _reserved_columns() -> set[str]:
+    """Names a metric may not take: the tables' columns (and `load`'s `phase`), and
+    `collapsed`, which a seed's report holds beside its metrics."""
+    from ganlab.results import METRIC_COLUMNS, TRIAL_COLUMNS
+
+    return {*METRIC_COLUMNS, *TRIAL_COLUMNS, "phase", "collapsed"}
 
 
 def _checked_reader(name: str, shape: tuple[int, ...], read: Callable) -> Callable:

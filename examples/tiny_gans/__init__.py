@@ -1,4 +1,5 @@
-"""An example plugin: a StyleGAN-like generator, a custom loss and a dataset of PNG files.
+"""An example plugin: a StyleGAN-like generator, a custom loss, a dataset of PNG files and a
+memorisation metric.
 
 Named in a sweep file's `imports: [tiny_gans/]` (examples/plugin_sweep.yaml), it registers
 
@@ -10,7 +11,11 @@ Named in a sweep file's `imports: [tiny_gans/]` (examples/plugin_sweep.yaml), it
   target 0.9, Salimans et al. 2016);
 - `png-shapes`: the 8x8 grayscale PNGs of `shapes/` beside this file (drawn by
   examples/make_shapes.py), read with Pillow; the folder is so small that its reference is the
-  folder itself (`test` = `train`).
+  folder itself (`test` = `train`);
+- `memorised`: the share of fakes that are near-copies of a training image, in pixel space: a
+  fake nearer its nearest training image than a third of its distance to the next one. On a
+  folder this small, FID against the folder itself rewards copying it; this says how much of a
+  score is copies.
 
 Every Ray worker gets this directory, images included, through Ray's runtime environment, and
 each row of the tables carries its hash (`plugins`).
@@ -25,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ganlab import register
+from ganlab.data import Data, to_float
 
 SHAPES = Path(__file__).parent / "shapes"
 MAPPING_LAYERS = 2
@@ -112,3 +118,29 @@ def png_shapes(data_dir: str, download: bool) -> dict[str, Tensor]:
     images = np.stack([np.asarray(Image.open(f).convert("L")) for f in files])
     x = torch.from_numpy(images).unsqueeze(1).contiguous()
     return {"train": x, "test": x}
+
+
+# --- metric -----------------------------------------------------------------------------------
+
+COPY_RATIO = 1 / 3  # a near-copy: its nearest training image this much nearer than the next
+COPY_CHUNK = 1024  # fakes compared at once: a (chunk, n_train) distance matrix in memory
+
+
+@register.metric(
+    "memorised",
+    mode="min",
+    worst=1.0,
+    doc="share of fakes that are near-copies of a training image (pixel space)",
+)
+def memorised(fake: Tensor, features: Tensor, data: Data) -> Tensor:
+    """The share of `fake` whose nearest training image is at most COPY_RATIO times as far as
+    the next one (`features` unused: copies are judged on pixels)."""
+    if data.train is None:  # a 2-D mixture, drawn fresh: no stored sample to copy
+        return fake.new_zeros((), dtype=torch.float64)
+    # A doubled training image counted once: a copy of it is no nearer one than the other.
+    train = to_float(data.train.to(fake.device)).flatten(1).unique(dim=0)
+    copies = fake.new_zeros((), dtype=torch.float64)
+    for chunk in fake.flatten(1).split(COPY_CHUNK):
+        nearest, second = torch.cdist(chunk, train).topk(2, dim=1, largest=False).values.T
+        copies += (nearest <= COPY_RATIO * second).sum()
+    return copies / len(fake)

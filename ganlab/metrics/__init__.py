@@ -3,10 +3,13 @@
 `METRICS` names every metric an evaluation may report, with its direction and the finite worst
 value a diverged seed counts as in the robust objective: 1e5 for the min-metrics, -1 for the
 max-metrics (all of which are >= 0 on real results, so a diverged seed ranks below a real zero);
-1 for `mode_dropping`, a 0/1 flag.
+1 for `mode_dropping`, a 0/1 flag. A plugin adds its own (`ganlab.register.metric`): they come
+after the built-ins, each with the function that measures it.
 """
 
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 from ganlab.registry import register
 
@@ -19,6 +22,9 @@ class Metric:
     worst: float  # the value a diverged seed counts as (finite, worse than any real result)
     doc: str
     needs_modes: bool = False  # defined only on data whose modes the protocol counts
+    # A plugin's metric: fn(fake, features, data) -> 0-d tensor (`ganlab.register.metric`);
+    # None for the built-ins, which the evaluator measures itself.
+    measure: Callable[..., Any] | None = None
 
 
 METRICS: dict[str, Metric] = {}
@@ -61,6 +67,70 @@ for _name, _metric in {
 }.items():
     register(METRICS, _name)(_metric)
 
+BUILT_IN: tuple[str, ...] = tuple(METRICS)
+"""The built-in metrics: the results tables' fixed columns, whatever plugins add later."""
+
+
+RECORDED: dict[str, Metric] = {}
+"""Plugin metrics known from a run's tables only (`ganlab.results.read_table` fills it from what
+the files record), in a process that did not import the plugin: read, never measured, and apart
+from `METRICS`, so that importing the plugin later still registers its name."""
+
+
+def lookup(name: str) -> Metric:
+    """The metric `name`: registered here, or recorded by the tables read (KeyError if
+    neither)."""
+    return METRICS[name] if name in METRICS else RECORDED[name]
+
+
+def known() -> tuple[str, ...]:
+    """Every metric name a table read here may have columns of: registered, then recorded."""
+    return tuple(METRICS) + tuple(name for name in RECORDED if name not in METRICS)
+
+
+def plugin_metrics() -> tuple[str, ...]:
+    """The metrics plugins registered in this process, in the order they were registered."""
+    return tuple(name for name, metric in METRICS.items() if metric.measure is not None)
+
+
+def measure_plugin_metrics(
+    names: tuple[str, ...], fake: Any, features: Any, finite: Any, data: Any
+) -> dict[str, Any]:
+    """Each plugin metric among `names`, of `fake` (with its `features`, the extractor's, and
+    `data`, as `ganlab.metrics.Evaluator` holds them), as a 0-d float64 tensor on the fakes'
+    device; nothing is read to the host. Where the samples or features are not all finite
+    (`finite`, a 0-d bool tensor) the plugin sees them zeroed, as the built-ins do, and the
+    evaluator reports the worst anyway; a non-finite value of its own counts as its metric's
+    worst. A metric that raises, or gives more than one number, fails the trial with a
+    ConfigError naming it (not retried: the same code fails the same way again)."""
+    import torch
+
+    from ganlab.config import ConfigError
+
+    plugins = [(name, METRICS[name]) for name in names if METRICS[name].measure is not None]
+    if not plugins:
+        return {}
+    fake = torch.where(finite, fake, 0.0)
+    values = {}
+    for name, metric in plugins:
+        fn = metric.measure
+        qualname = getattr(fn, "__qualname__", type(fn).__qualname__)
+        where = f"plugin metric {name!r} ({getattr(fn, '__module__', '?')}.{qualname})"
+        try:
+            value = fn(fake, features, data)
+        except torch.OutOfMemoryError:
+            raise  # the card's state, not the plugin's code: Ray may retry it
+        except Exception as error:
+            raise ConfigError("metric", f"{where} raised {type(error).__name__}: "
+                              f"{error}") from error  # fmt: skip
+        value = torch.as_tensor(value, dtype=torch.float64, device=fake.device)
+        if value.ndim != 0:
+            raise ConfigError("metric", f"{where} must return a 0-d tensor (one number), got "
+                              f"shape {tuple(value.shape)}")  # fmt: skip
+        values[name] = torch.where(torch.isfinite(value), value, metric.worst)
+    return values
+
+
 # The public API, imported on first use: `ganlab.metrics.METRICS` stays cheap to import (the
 # results tables and the report need only the names), while the extractors pull in torch.
 _LAZY = {
@@ -96,6 +166,7 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "BUILT_IN",
     "EXTRACTORS",
     "METRICS",
     "MODES",
@@ -114,7 +185,9 @@ __all__ = [
     "features_to_statistics",
     "load_classifier",
     "load_extractor",
+    "measure_plugin_metrics",
     "mixture_mode_statistics",
+    "plugin_metrics",
     "probabilities_to_inception_score",
     "reference_statistics",
     "statistics_to_frechet",

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 
 from ganlab.data import Data
-from ganlab.metrics import METRICS
+from ganlab.metrics import METRICS, measure_plugin_metrics, plugin_metrics
 from ganlab.metrics.assets import EvalAssets, build_assets
 from ganlab.metrics.conventions import departures
 from ganlab.metrics.extractors import Extractor
@@ -183,6 +183,7 @@ class Evaluator:
             names.append("is")
         if self.data.is_2d or (self.extractor.has_probs and self.data.n_modes):
             names += ["modes", "hq", "kl_modes", "modes_dropped", "mode_dropping"]
+        names += plugin_metrics()  # after the built-ins: `ganlab.register.metric`
         assert set(names) <= set(METRICS), "every reported metric is registered"
         return tuple(names)
 
@@ -273,6 +274,7 @@ class Evaluator:
             counts = class_hq_counts(extracted.probs, self.data.n_modes)  # the samples hq counts
         if "modes" in self.metrics:
             values.update(drop_statistics(counts, self.protocol.mode_min_count))
+        values.update(measure_plugin_metrics(self.metrics, fake, features, finite, self.data))
         return {name: values[name] for name in self.metrics if name in values}, finite
 
     def _fid_inf(self, features: Tensor, fid: Tensor) -> Tensor:
