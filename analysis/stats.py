@@ -74,14 +74,14 @@ class Power(NamedTuple):
     curve: tuple[tuple[int, float], ...]  # (seeds per level, estimated power)
     model: str = "simulated from the observed spread"
 
-    def line(self, what: str) -> str:
-        """One sentence: how many seeds per level `what` needs."""
+    def line(self, what: str, unit: str = "seeds") -> str:
+        """One sentence: how many seeds (or other `unit`s) per level `what` needs."""
         if not self.curve:
             return f"power: no values to simulate {what} from"
         tried = ", ".join(f"{n}: {p:.0%}" for n, p in self.curve)
         need = f"{self.seeds}" if self.seeds else f"more than {self.curve[-1][0]}"
-        return (f"power: {need} seeds per level detect {what} at {TARGET_POWER:.0%} power "
-                f"(α {self.alpha:.3g}; {self.model}; seeds: power {tried})")  # fmt: skip
+        return (f"power: {need} {unit} per level detect {what} at {TARGET_POWER:.0%} power "
+                f"(α {self.alpha:.3g}; {self.model}; {unit}: power {tried})")  # fmt: skip
 
 
 # --- permutation tests --------------------------------------------------------------------------

@@ -49,7 +49,11 @@ class Published(NamedTuple):
     per_level: int = 0  # searched recipes: configurations each level's own search samples
     effect: float = 0.0  # the smallest effect of interest the power line is computed for
     margin: float = 0.0  # equivalence margin ("similar hq", "no level dominates")
+    fields: tuple[str, ...] = ()  # a factor made of several sweep fields: their values joined
+    arms: dict[str, dict[str, Any]] | None = None  # level -> fields changed in the sweep file
 
+
+R3GAN, BASELINE = "rpgan + r1+r2", "non-saturating + r1"  # r3gan_modes' two cells compared
 
 PUBLISHED: dict[str, Published] = {
     "grid25_packing": Published(
@@ -87,6 +91,29 @@ PUBLISHED: dict[str, Published] = {
         per_level=8,
         effect=5.0,  # 5 FID: half the spread of one loss's seeds in the last run
         margin=5.0,  # "no loss dominates": the best within 5 FID of another
+    ),
+    "r3gan_modes": Published(
+        'Huang et al. 2024 (R3GAN, "The GAN is dead; long live the GAN!"): RpGAN + R1 + R2 '
+        "captures all 1,000 StackedMNIST modes (KL 0.029) and keeps a toy mixture's modes "
+        "where non-saturating + R1 drops some",
+        "loss_penalty",
+        ("modes", "hq", "kl_modes"),
+        {},
+        f"{R3GAN} covers more of grid25's modes than {BASELINE}, and more stably (fewer seeds "
+        "diverge, collapse or drop half the modes), at equal budget",
+        effect=1.0,  # one more mode of 25
+        fields=("loss", "penalty"),
+    ),
+    "pbt_ring8": Published(
+        "Jaderberg et al. 2017 (Population Based Training): PBT over both Adam rates trains "
+        "GANs to a better Inception score than their tuned fixed-rate baseline",
+        "arm",
+        ("good_modes", "modes", "hq"),
+        {},
+        "PBT's population ends with a higher objective (good_modes) than a random search of "
+        "the same size, ranges and budget at fixed rates",
+        effect=0.5,  # half a good mode of 8
+        arms={"pbt": {}, "fixed": {"scheduler": "none", "search_alg": "random"}},
     ),
 }
 
@@ -140,17 +167,42 @@ def run_grid(spec, workers: int) -> pd.DataFrame:
 
 def run_sweep(path: Path, smoke: bool, storage: Path, confirm_seeds: int) -> pd.DataFrame:
     """`ganlab sweep` the recipe into `storage`, `ganlab confirm` its best configuration on
-    `confirm_seeds` fresh seeds, and read its trials table back (both phases)."""
+    `confirm_seeds` fresh seeds (none: not confirmed), and read its trials table back (both
+    phases)."""
     from ganlab import results, spec
 
     cli = [sys.executable, "-m", "ganlab.cli"]
     command = [*cli, "sweep", str(path), "--storage", str(storage), "--no-report"]
     subprocess.run(command + (["--smoke"] if smoke else []), check=True)
     run_dir = storage / (spec.load(path, smoke=smoke).name + ("-smoke" if smoke else ""))
-    subprocess.run([*cli, "confirm", str(run_dir), "--top", "1", "--seeds", str(confirm_seeds),
-                    "--no-report"], check=True)  # fmt: skip
+    if confirm_seeds:
+        subprocess.run([*cli, "confirm", str(run_dir), "--top", "1", "--seeds",
+                        str(confirm_seeds), "--no-report"], check=True)  # fmt: skip
     trials, _ = results.load(run_dir)
     return trials
+
+
+def run_arms(path: Path, published: Published, smoke: bool, storage: Path) -> pd.DataFrame:
+    """The recipe's sweep once per arm (`published.arms`: the file with those fields changed,
+    at `--smoke` too), its trials tables joined with the arm as `published.factor`. Not
+    confirmed on fresh seeds: a PBT trial's hyperparameters change as it trains, so there is
+    no one configuration to retrain."""
+    import yaml
+
+    from ganlab.spec import read_file
+
+    raw = read_file(path)
+    storage.mkdir(parents=True, exist_ok=True)
+    frames = []
+    for arm, changed in published.arms.items():
+        smoke_part = {k: v for k, v in raw.get("smoke", {}).items() if k not in changed}
+        variant_raw = {**raw, **changed, "name": f"{raw['name']}-{arm}", "smoke": smoke_part}
+        variant = storage / f"{variant_raw['name']}.yaml"
+        variant.write_text(f"# {path.name}, {arm} (reproduce.py)\n"
+                           f"{yaml.safe_dump(variant_raw, sort_keys=False)}")  # fmt: skip
+        frames.append(run_sweep(variant, smoke, storage, confirm_seeds=0).assign(
+            **{published.factor: arm}))  # fmt: skip
+    return pd.concat(frames, ignore_index=True)
 
 
 def level_sweep(raw: dict[str, Any], factor: str, level: Any, per_level: int) -> dict[str, Any]:
@@ -210,6 +262,12 @@ def best_per_level(frame: pd.DataFrame, factor: str) -> pd.DataFrame:
     return frame[frame["config_id"].isin(best)]
 
 
+def level_column(frame: pd.DataFrame, published: Published) -> pd.Series:
+    """A factor of several sweep fields (`published.fields`): one level per combination, their
+    values joined by " + " (r3gan_modes: "rpgan + r1+r2")."""
+    return frame[list(published.fields)].astype(str).agg(" + ".join, axis=1)
+
+
 def group_rows(frame: pd.DataFrame, factor: str, metrics: tuple[str, ...]) -> list[dict]:
     """Per level of `factor`: seeds, diverged, collapsed and mode-dropping counts, and each
     metric's per-seed values over the seeds that did not diverge. Pruned seeds (stopped early)
@@ -220,13 +278,17 @@ def group_rows(frame: pd.DataFrame, factor: str, metrics: tuple[str, ...]) -> li
     for level, group in frame.groupby(factor, sort=True):
         alive = group[group["status"] != "diverged"]
         dropping = alive.get("final_mode_dropping", pd.Series(dtype=float))
+        failed = (group["status"].isin(["diverged", "collapsed"])
+                  | group.index.isin(dropping[dropping > 0.5].index))  # fmt: skip
         row = {factor: level, "seeds": len(group),
                "diverged": int((group["status"] == "diverged").sum()),
                "collapsed": int((group["status"] == "collapsed").sum()),
-               "dropping": int((dropping > 0.5).sum())}  # fmt: skip
+               "dropping": int((dropping > 0.5).sum()), "failed": int(failed.sum())}  # fmt: skip
         for m in metrics:
             values = alive[f"final_{m}"].dropna().tolist()
             row[m] = values
+        if {"trial_id", "objective"} <= set(group.columns):  # a sweep's: each trial's objective
+            row["objectives"] = group.groupby("trial_id", sort=True)["objective"].first().tolist()
         rows.append(row)
     return rows
 
@@ -361,6 +423,82 @@ def none_dominates(
     return Verdict("inconclusive", lines)
 
 
+def r3gan_covers_more(rows: list[dict], published: Published, effects: bool = True) -> Verdict:
+    """r3gan_modes: RpGAN + R1 + R2 covers more modes than non-saturating + R1 (one-sided
+    permutation test of the mean modes over seeds, a diverged seed counting 0: it covers none)
+    and more stably: fewer of its seeds fail, by diverging, collapsing or dropping half the
+    modes (one-sided permutation test of the 0/1 failures: Fisher's exact test); Holm over the
+    two. Not supported where it covers significantly fewer modes or fails significantly more
+    often (one Holm family); inconclusive otherwise. The loss's and R2's own parts (rpgan + r1,
+    and non-saturating + r1+r2, each against the baseline) are shown with intervals, not
+    tested."""
+    by_cell = {r[published.factor]: r for r in rows}
+    if R3GAN not in by_cell or BASELINE not in by_cell:
+        return Verdict("inconclusive", (f"the grid lacks {R3GAN} or {BASELINE}",))
+    r3, base = by_cell[R3GAN], by_cell[BASELINE]
+    modes = {cell: r["modes"] + [0.0] * r["diverged"] for cell, r in by_cell.items()}
+    fails = {cell: [1.0] * r["failed"] + [0.0] * (r["seeds"] - r["failed"])
+             for cell, r in by_cell.items()}  # fmt: skip
+
+    def holm(more_modes: str, fewer_fails: str) -> np.ndarray:
+        tests = ((modes, more_modes), (fails, fewer_fails))
+        return stats.holm([stats.permutation_test(x[R3GAN], x[BASELINE], alternative).p
+                           for x, alternative in tests])  # fmt: skip
+
+    better, worse = holm("greater", "less"), holm("less", "greater")
+    lines = [f"{R3GAN} vs {BASELINE}: modes greater p(Holm) {_p(better[0])}, fewer "
+             f"{_p(worse[0])}; {_effects('modes', modes[R3GAN], modes[BASELINE], effects)}",
+             f"failed seeds {r3['failed']} of {r3['seeds']} against {base['failed']} of "
+             f"{base['seeds']}: fewer p(Holm) {_p(better[1])}, more {_p(worse[1])}"]  # fmt: skip
+    for cell in sorted(set(by_cell) - {R3GAN, BASELINE}):
+        lines.append(f"{cell} vs {BASELINE} (shown, not tested): "
+                     f"{_effects('modes', modes[cell], modes[BASELINE], effects)}")  # fmt: skip
+    if (better <= ALPHA).all():
+        return Verdict("supported", tuple(lines))
+    if (worse <= ALPHA).any():
+        return Verdict("not supported", tuple(lines))
+    return Verdict("inconclusive", tuple(lines))
+
+
+def r3gan_power(rows: list[dict], published: Published) -> list[str]:
+    """Seeds per cell that detect `published.effect` more modes at α / 2 (Holm's first step)."""
+    modes = [r["modes"] + [0.0] * r["diverged"] for r in rows]
+    alpha = ALPHA / 2
+    found = stats.power(stats.residuals(modes), published.effect, stats.shift_rejects(alpha),
+                        alpha)  # fmt: skip
+    return [found.line(f"a gain of {published.effect:g} mode(s)")]
+
+
+def pbt_beats_fixed(rows: list[dict], published: Published, effects: bool = True) -> Verdict:
+    """pbt_ring8: PBT's trials end with a higher objective than the fixed-rate search's (one-
+    sided permutation test of the mean over trials, each trial's robust objective over its
+    seeds at its last step). Not supported where they end significantly lower; inconclusive
+    otherwise. PBT's trials are not independent (the worst clone the best), which makes its
+    spread smaller and the test somewhat liberal: a caveat the verdict's line states."""
+    by_arm = {r[published.factor]: r for r in rows}
+    if set(by_arm) != {"pbt", "fixed"}:
+        return Verdict("inconclusive", ("both arms are needed: pbt and fixed",))
+    x, y = by_arm["pbt"]["objectives"], by_arm["fixed"]["objectives"]
+    higher = stats.permutation_test(x, y).p
+    lower = stats.permutation_test(x, y, "less").p
+    best = f"best trial {max(x):.3g} against {max(y):.3g}"
+    lines = (f"pbt vs fixed, {len(x)} against {len(y)} trials: objective higher p {_p(higher)}, "
+             f"lower {_p(lower)}; {_effects('objective', x, y, effects)}; {best}; PBT's trials "
+             "share weights through exploits (not independent)",)  # fmt: skip
+    if higher <= ALPHA:
+        return Verdict("supported", lines)
+    if lower <= ALPHA:
+        return Verdict("not supported", lines)
+    return Verdict("inconclusive", lines)
+
+
+def pbt_power(rows: list[dict], published: Published) -> list[str]:
+    """Trials per arm that detect `published.effect` higher objective at α."""
+    found = stats.power(stats.residuals([r["objectives"] for r in rows]), published.effect,
+                        stats.shift_rejects(ALPHA), ALPHA)  # fmt: skip
+    return [found.line(f"an objective {published.effect:g} higher", unit="trials")]
+
+
 def packing_power(rows: list[dict], published: Published) -> list[str]:
     """Seeds per pack size that detect `published.effect` more modes (at α / packed levels,
     Holm's first step) and show hq equivalence within the margin when hq does not differ."""
@@ -407,6 +545,8 @@ CHECKS: dict[str, Check] = {
     "grid25_packing": Check(packing_helps, packing_power),
     "quickstart": Check(most_find_every_mode, finding_power),
     "digits_losses": Check(none_dominates, dominance_power),
+    "r3gan_modes": Check(r3gan_covers_more, r3gan_power),
+    "pbt_ring8": Check(pbt_beats_fixed, pbt_power),
 }
 
 
@@ -433,6 +573,8 @@ def main(argv: list[str] | None = None) -> int:
     start = time.perf_counter()
     if recipe.search_alg == "grid":
         frame = run_grid(recipe, args.workers)
+    elif published.arms:
+        frame = run_arms(path, published, args.smoke, args.storage)
     else:
         fresh = args.confirm_seeds or (2 if args.smoke else len(recipe.seeds))
         searched = run_levels(path, published, args.smoke, args.storage, fresh)
@@ -440,6 +582,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"each level's best, retrained on {fresh} fresh seeds (`ganlab confirm`): the "
               "tests below stand on those seeds, not on the ones it was picked on")  # fmt: skip
     wall = time.perf_counter() - start
+    if published.fields:
+        frame[published.factor] = level_column(frame, published)
     rows = group_rows(frame, published.factor, published.metrics)
     print(f"{args.recipe}{' (smoke)' if args.smoke else ''}: {len(frame)} seed runs, "
           f"{wall:.0f} s wall on {args.workers} workers")  # fmt: skip

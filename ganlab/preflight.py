@@ -57,7 +57,7 @@ def check(spec: SweepSpec, resume: bool, address: str | None) -> Path:
     check_resources(spec, address)
     check_memory(spec, address)
     check_storage(spec, address)
-    protocols.keys(spec)  # the protocol's sample count must not be searched over a range
+    protocols.keys(spec)  # sample counts: fixed or a choice, and n_eval_rung never searched
     return run_dir
 
 

@@ -202,3 +202,84 @@ def test_dominance_check_false_positive_rates():
             for sim in fids
         )  # fmt: skip
         assert count / n_sim <= ALPHA
+
+
+def _cells(modes: dict[str, list], failed: dict[str, int] | None = None) -> list[dict]:
+    """r3gan_modes' group rows: each cell's modes over its seeds (None: diverged)."""
+    failed = failed or {}
+    return [{"loss_penalty": cell, "seeds": len(m), "diverged": m.count(None),
+             "failed": failed.get(cell, m.count(None)), "modes": [v for v in m if v is not None]}
+            for cell, m in modes.items()]  # fmt: skip
+
+
+R3, NS = reproduce.R3GAN, reproduce.BASELINE
+
+
+@pytest.mark.parametrize(
+    "modes,failed,verdict",
+    [({R3: FULL, NS: LOW}, {R3: 0, NS: 5}, "supported"),  # more modes, every NS seed drops
+     ({R3: FULL, NS: LOW}, {R3: 0, NS: 0}, "inconclusive"),  # more modes, no fewer failures
+     ({R3: LOW, NS: FULL}, {R3: 0, NS: 0}, "not supported"),  # fewer modes
+     ({R3: [None] * 5, NS: FULL}, None, "not supported"),  # every seed diverged: 0 modes
+     ({R3: FULL, NS: [25, 24]}, {R3: 0, NS: 2}, "inconclusive")],  # 2 seeds cannot show it
+)  # fmt: skip
+def test_r3gan_verdict(modes, failed, verdict):
+    published = reproduce.PUBLISHED["r3gan_modes"]
+    result = reproduce.r3gan_covers_more(_cells(modes, failed), published)
+    assert result.verdict == verdict
+    assert "p(Holm)" in result.lines[0] and "failed seeds" in result.lines[1]
+
+
+def test_r3gan_check_on_shuffled_seeds_passes_at_most_alpha():
+    """Ten seeds' modes and failures shuffled between the two cells: no true difference, so
+    `supported` (an intersection of two Holm-corrected tests) at most α of the time, and `not
+    supported` at most α."""
+    modes = [25, 23, 22, 23, 21, 22, 25, 25, 21, 25]
+    fails = [0, 1, 1, 0, 1, 1, 0, 0, 1, 0]
+    published = reproduce.PUBLISHED["r3gan_modes"]
+    rng = np.random.default_rng(0)
+    n_sim, verdicts = 300, []
+    for _ in range(n_sim):
+        order = rng.permutation(10)
+        rows = [{"loss_penalty": cell, "seeds": 5, "diverged": 0,
+                 "failed": sum(fails[i] for i in order[5 * k : 5 * k + 5]),
+                 "modes": [modes[i] for i in order[5 * k : 5 * k + 5]]}
+                for k, cell in enumerate((R3, NS))]  # fmt: skip
+        verdicts.append(reproduce.r3gan_covers_more(rows, published, effects=False).verdict)
+    assert verdicts.count("supported") / n_sim <= ALPHA
+    assert verdicts.count("not supported") / n_sim <= ALPHA
+
+
+def test_a_factor_of_two_fields_groups_by_their_pair():
+    frame = pd.DataFrame({"loss": ["rpgan", "rpgan", "non-saturating"],
+                          "penalty": ["r1+r2", "r1+r2", "r1"], "seed": [0, 1, 0],
+                          "status": ["completed", "diverged", "completed"],
+                          "final_modes": [25.0, None, 20.0]})  # fmt: skip
+    published = reproduce.PUBLISHED["r3gan_modes"]
+    frame[published.factor] = reproduce.level_column(frame, published)
+    rows = reproduce.group_rows(frame, published.factor, ("modes",))
+    assert [(r["loss_penalty"], r["seeds"], r["diverged"], r["failed"], r["modes"])
+            for r in rows] == [(NS, 1, 0, 0, [20.0]), (R3, 2, 1, 1, [25.0])]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    "pbt,fixed,verdict",
+    [([6.9, 6.8, 6.9, 6.7, 6.8, 6.9], [3.0, 5.8, 2.1, 6.0, 4.4, 1.2], "supported"),
+     ([3.0, 5.8, 2.1, 6.0, 4.4, 1.2], [6.9, 6.8, 6.9, 6.7, 6.8, 6.9], "not supported"),
+     ([6.9, 3.0, 6.0, 4.4], [6.8, 2.9, 5.9, 4.5], "inconclusive")],
+)  # fmt: skip
+def test_pbt_verdict(pbt, fixed, verdict):
+    published = reproduce.PUBLISHED["pbt_ring8"]
+    rows = [{"arm": "fixed", "objectives": fixed}, {"arm": "pbt", "objectives": pbt}]
+    result = reproduce.pbt_beats_fixed(rows, published)
+    assert result.verdict == verdict
+    assert f"{len(pbt)} against {len(fixed)} trials" in result.lines[0]
+    assert "trials per level" in reproduce.pbt_power(rows, published)[0]
+
+
+def test_a_sweeps_rows_carry_each_trials_objective_once():
+    frame = pd.DataFrame({"arm": ["pbt"] * 4, "trial_id": ["a", "a", "b", "b"], "seed": [0, 1] * 2,
+                          "status": ["completed"] * 4, "objective": [6.5, 6.5, 2.0, 2.0],
+                          "final_good_modes": [6.4, 6.6, 2.1, 1.9]})  # fmt: skip
+    (row,) = reproduce.group_rows(frame, "arm", ("good_modes",))
+    assert row["objectives"] == [6.5, 2.0] and row["good_modes"] == [6.4, 6.6, 2.1, 1.9]
