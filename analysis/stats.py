@@ -67,6 +67,9 @@ class Equivalence(NamedTuple):
     p: float  # max of the two: small means equivalent within ± margin
 
 
+NO_SPREAD = "no spread: every value the same"
+
+
 class Power(NamedTuple):
     effect: float  # the smallest effect of interest
     alpha: float  # the level each simulated test is judged at
@@ -78,6 +81,9 @@ class Power(NamedTuple):
         """One sentence: how many seeds (or other `unit`s) per level `what` needs."""
         if not self.curve:
             return f"power: no values to simulate {what} from"
+        if self.model == NO_SPREAD:
+            return (f"power: not computed for {what}: every seed had the same value (a "
+                    "ceiling or a floor: no spread to simulate a shift from)")  # fmt: skip
         tried = ", ".join(f"{n}: {p:.0%}" for n, p in self.curve)
         need = f"{self.seeds}" if self.seeds else f"more than {self.curve[-1][0]}"
         return (f"power: {need} {unit} per level detect {what} at {TARGET_POWER:.0%} power "
@@ -264,6 +270,8 @@ def power(
     spread = np.asarray(spread, dtype=float)
     if not len(spread):
         return Power(effect, alpha, None, ())
+    if not spread.any():  # any shift would be "detected" by 2 seeds: a number that misleads
+        return Power(effect, alpha, None, ((0, 0.0),), NO_SPREAD)
     curve = []
     for n in seeds:
         x = rng.choice(spread, (n_sim, n)) + effect

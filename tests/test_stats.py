@@ -164,3 +164,12 @@ def test_power_simulation_is_the_size_without_an_effect_and_grows_with_one():
     big = stats.power(spread, 3.0, stats.shift_rejects(ALPHA), seeds=(2, 3, 5))
     assert big.curve[0] == (2, 0.0)  # 2 + 2 seeds: the smallest p is 1/6 > α
     assert big.seeds == 3 and big.curve[1][1] > 0.8  # 3 σ apart: 1/20 reached mostly
+
+
+def test_power_is_not_claimed_from_seeds_that_all_had_one_value():
+    """Every seed at 25 of 25 modes: a shift of a spread of 0 is "detected" by any test, so the
+    line says that no power can be read from these seeds instead of printing 100 %."""
+    ceiling = stats.residuals([[25.0] * 10, [25.0] * 10])
+    found = stats.power(ceiling, 1.0, stats.shift_rejects(ALPHA))
+    assert found.seeds is None
+    assert "every seed had the same value" in found.line("a gain of 1 mode")

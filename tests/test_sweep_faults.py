@@ -213,3 +213,62 @@ def test_a_killed_driver_resumes_from_checkpoints_and_locks_out_a_second_sweep(t
     assert len(complete) == 4 and others <= {optuna.trial.TrialState.PRUNED}
     told = {t.params["loss"]: t.value for t in complete}
     assert told == pytest.approx(objective.to_dict())  # resumed results reached the journal
+
+
+PBT_KILLED = """
+name: pbt_killed
+base: {dataset: ring8, width: 32, steps: 400, eval_every: 50, n_eval: 300, batch_size: 32}
+search:
+  lr_d: {loguniform: [1.0e-4, 1.0e-3]}
+  lr_g: {loguniform: [1.0e-4, 1.0e-3]}
+seeds: 2
+num_samples: 4                # two run, two wait paused at a checkpoint
+scheduler: {name: pbt, perturbation_interval: 100, quantile_fraction: 0.5}
+objective: {metric: fid, mode: min}
+"""
+
+
+def test_a_killed_pbt_sweep_resumes_its_population_where_it_was(tmp_path):
+    """PBT keeps its population in Tune's state and its clones in checkpoints: a killed driver's
+    `--resume` must go on from them, not start the population over."""
+    path = tmp_path / "pbt_killed.yaml"
+    path.write_text(PBT_KILLED)
+    runs = tmp_path / "runs"
+    run_dir = runs / "pbt_killed"
+    marker = f"GANLAB_TEST_MARKER={tmp_path.name}"
+    env = {**os.environ, "GANLAB_TEST_MARKER": tmp_path.name}
+    command = [sys.executable, "-m", "ganlab.cli", "sweep", str(path), "--storage", str(runs),
+               "--no-report"]  # fmt: skip
+    driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:  # every trial started, some past an exploit point
+            seen = reports(run_dir)
+            if len(seen) == 4 and sum(r[-1]["step"] >= 200 for r in seen.values()) >= 2:
+                break
+            assert driver.poll() is None, driver.stderr.read().decode()
+            time.sleep(0.2)
+        else:
+            pytest.fail("the sweep never reached the point to kill it")
+        driver.send_signal(signal.SIGKILL)
+        driver.wait(timeout=30)
+    finally:
+        driver.kill()
+        kill_marked(marker)
+    before = reports(run_dir)
+    resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True,
+                             timeout=600)  # fmt: skip
+    kill_marked(marker)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+
+    assert_whole_and_single(run_dir, n_trials=4, steps=400)
+    after = reports(run_dir)
+    assert set(after) == set(before)  # the same population, no trial added
+    for trial_id, lines in after.items():
+        assert lines[: len(before[trial_id])] == before[trial_id]  # nothing rewritten
+        new = lines[len(before[trial_id]) :]
+        if new and before[trial_id][-1]["step"] >= 100:  # it had checkpointed: not from 0
+            assert (new[0]["resumed_from_step"] or 0) >= 50, new[0]
+    trials, _ = results.load(run_dir)
+    kept = {e["from_trial"] for events in trials.exploits for e in json.loads(events or "[]")}
+    assert kept <= set(after)  # every exploit's source is one of the population
