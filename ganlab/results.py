@@ -165,21 +165,13 @@ def recorded_metrics(table: str | os.PathLike) -> dict[str, dict[str, typing.Any
     path = Path(table)
     if path.name not in PLUGIN_METRIC_TABLES or not path.exists():
         return {}
-    for attempt in range(tableparts.READ_ATTEMPTS):
-        try:
-            return _recorded_metrics(path)
-        except FileNotFoundError:  # a part merged into a segment after it was listed
-            if attempt == tableparts.READ_ATTEMPTS - 1:
-                raise
-    raise AssertionError("unreachable")
+    return tableparts.retried(lambda: _recorded_metrics(path))
 
 
 def _recorded_metrics(path: Path) -> dict[str, dict[str, typing.Any]]:
-    files = [path] if path.is_file() else sorted(path.glob(f"*{rundir.PART_SUFFIX}"))
+    files = [path] if path.is_file() else sorted(tableparts.table_files(path))
     found: dict[str, dict[str, typing.Any]] = {}
     for file in files:
-        if file.name.startswith((".", "_")):  # a file being written
-            continue
         metadata = pq.read_schema(file).metadata or {}
         if PLUGIN_METRICS_KEY in metadata:
             for name, record in json.loads(metadata[PLUGIN_METRICS_KEY]).items():

@@ -11,8 +11,9 @@ table too, though while parts are being merged they may see a key's rows twice. 
 are `ganlab.rundir`'s.
 """
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TypeVar
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -22,6 +23,7 @@ from ganlab.rundir import PART_SUFFIX, SEGMENT, atomic_write, part_file, segment
 
 KEY = "trial_id"
 READ_ATTEMPTS = 5
+T = TypeVar("T")
 
 
 def write(path: Path, table: pa.Table, schema: pa.Schema) -> Path:
@@ -49,19 +51,30 @@ def merge(directory: Path, names: Iterable[str], schema: pa.Schema) -> tuple[Pat
 
 def read(directory: Path, schema: pa.Schema, keys: set[str] | None = None) -> pa.Table:
     """The table: every key's rows from its newest file (only `keys`' rows, where given)."""
+    return retried(lambda: _read(directory, schema, keys))
+
+
+def retried(read: Callable[[], T]) -> T:
+    """`read()` of a table's files, read again where a part it listed was merged into a segment
+    (and deleted) before it was opened."""
     for attempt in range(READ_ATTEMPTS):
         try:
-            return _read(directory, schema, keys)
-        except FileNotFoundError:  # a part merged into a segment after it was listed
+            return read()
+        except FileNotFoundError:
             if attempt == READ_ATTEMPTS - 1:
                 raise
     raise AssertionError("unreachable")
 
 
+def table_files(directory: Path) -> list[Path]:
+    """The table's parts and segments, without the files still being written."""
+    return [p for p in directory.glob(f"*{PART_SUFFIX}") if not p.name.startswith((".", "_"))]
+
+
 def _read(directory: Path, schema: pa.Schema, keys: set[str] | None) -> pa.Table:
-    files = [p for p in directory.glob(f"*{PART_SUFFIX}") if not p.name.startswith((".", "_"))]
-    segments = sorted((p for p in files if p.name.startswith(SEGMENT)), reverse=True)
-    parts = sorted(p for p in files if not p.name.startswith(SEGMENT))
+    listed = table_files(directory)
+    segments = sorted((p for p in listed if p.name.startswith(SEGMENT)), reverse=True)
+    parts = sorted(p for p in listed if not p.name.startswith(SEGMENT))
     parts = [p for p in parts if keys is None or p.stem in keys]
     tables = [pq.read_table(part, schema=schema) for part in parts]
     covered = {p.stem for p in parts}
