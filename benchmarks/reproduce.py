@@ -187,22 +187,27 @@ def run_arms(path: Path, published: Published, smoke: bool, storage: Path) -> pd
     at `--smoke` too), its trials tables joined with the arm as `published.factor`. Not
     confirmed on fresh seeds: a PBT trial's hyperparameters change as it trains, so there is
     no one configuration to retrain."""
-    import yaml
-
     from ganlab.spec import read_file
 
     raw = read_file(path)
-    storage.mkdir(parents=True, exist_ok=True)
     frames = []
     for arm, changed in published.arms.items():
         smoke_part = {k: v for k, v in raw.get("smoke", {}).items() if k not in changed}
-        variant_raw = {**raw, **changed, "name": f"{raw['name']}-{arm}", "smoke": smoke_part}
-        variant = storage / f"{variant_raw['name']}.yaml"
-        variant.write_text(f"# {path.name}, {arm} (reproduce.py)\n"
-                           f"{yaml.safe_dump(variant_raw, sort_keys=False)}")  # fmt: skip
-        frames.append(run_sweep(variant, smoke, storage, confirm_seeds=0).assign(
-            **{published.factor: arm}))  # fmt: skip
+        variant = {**raw, **changed, "name": f"{raw['name']}-{arm}", "smoke": smoke_part}
+        swept = run_sweep(write_variant(storage, variant, path, arm), smoke, storage, 0)
+        frames.append(swept.assign(**{published.factor: arm}))
     return pd.concat(frames, ignore_index=True)
+
+
+def write_variant(storage: Path, variant: dict[str, Any], source: Path, what: str) -> Path:
+    """A variant of the recipe's sweep file `source`, written into `storage` under its name."""
+    import yaml
+
+    storage.mkdir(parents=True, exist_ok=True)
+    path = storage / f"{variant['name']}.yaml"
+    text = yaml.safe_dump(variant, sort_keys=False)
+    path.write_text(f"# {source.name}, {what} (reproduce.py)\n{text}")
+    return path
 
 
 def level_sweep(raw: dict[str, Any], factor: str, level: Any, per_level: int) -> dict[str, Any]:
@@ -227,19 +232,14 @@ def run_levels(
 ) -> pd.DataFrame:
     """One sweep per level of the recipe's factor (`level_sweep`), each level's best confirmed
     on fresh seeds, their trials tables joined."""
-    import yaml
-
     from ganlab.spec import read_file
 
     raw = read_file(path)
-    storage.mkdir(parents=True, exist_ok=True)
     frames = []
     for level in raw["search"][published.factor]["choice"]:
-        variant = storage / f"{raw['name']}-{published.factor}-{level}.yaml"
-        variant_raw = level_sweep(raw, published.factor, level, published.per_level)
-        text = yaml.safe_dump(variant_raw, sort_keys=False)
-        variant.write_text(f"# {path.name}, {published.factor}: {level} (reproduce.py)\n{text}")
-        frames.append(run_sweep(variant, smoke, storage, confirm_seeds))
+        variant = level_sweep(raw, published.factor, level, published.per_level)
+        written = write_variant(storage, variant, path, f"{published.factor}: {level}")
+        frames.append(run_sweep(written, smoke, storage, confirm_seeds))
     return pd.concat(frames, ignore_index=True)
 
 
