@@ -127,36 +127,62 @@ def checkpoint_steps(trial_dir: Path) -> dict[Path, int]:
 KILLED_STEPS = 1200
 
 
+class KilledSweep:
+    """`ganlab sweep PATH` in a driver process of its own, marked so that its Ray processes can
+    be found (`kill_marked`)."""
+
+    def __init__(self, tmp_path: Path, path: Path):
+        self.runs = tmp_path / "runs"
+        self.marker = f"GANLAB_TEST_MARKER={tmp_path.name}"
+        self.env = {**os.environ, "GANLAB_TEST_MARKER": tmp_path.name}
+        self.command = [sys.executable, "-m", "ganlab.cli", "sweep", str(path), "--storage",
+                        str(self.runs), "--no-report"]  # fmt: skip
+
+    def kill_when(self, run_dir: Path, ready) -> subprocess.Popen:
+        """Start the driver, SIGKILL it once `ready(reports(run_dir))`, and kill what it left
+        running; the killed driver."""
+        driver = subprocess.Popen(self.command, env=self.env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.PIPE)  # fmt: skip
+        try:
+            deadline = time.monotonic() + 240
+            while time.monotonic() < deadline:
+                if ready(reports(run_dir)):
+                    break
+                assert driver.poll() is None, driver.stderr.read().decode()
+                time.sleep(0.2)
+            else:
+                pytest.fail("the sweep never reached the point to kill it")
+            driver.send_signal(signal.SIGKILL)
+            driver.wait(timeout=30)
+        finally:
+            driver.kill()
+            kill_marked(self.marker)
+        return driver
+
+    def resume(self) -> subprocess.CompletedProcess:
+        """`--resume` of the killed sweep, then what it left running killed."""
+        resumed = subprocess.run([*self.command, "--resume"], env=self.env, capture_output=True,
+                                 text=True, timeout=600)  # fmt: skip
+        kill_marked(self.marker)
+        return resumed
+
+
 def test_a_killed_driver_resumes_from_checkpoints_and_locks_out_a_second_sweep(tmp_path):
     path = write_sweep(tmp_path, "killed", KILLED_STEPS)
-    runs = tmp_path / "runs"
-    run_dir = runs / "killed"
-    marker = f"GANLAB_TEST_MARKER={tmp_path.name}"
-    env = {**os.environ, "GANLAB_TEST_MARKER": tmp_path.name}
-    command = [sys.executable, "-m", "ganlab.cli", "sweep", str(path), "--storage", str(runs),
-               "--no-report"]  # fmt: skip
-    driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        second = None
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:  # one trial done, another part-way
-            seen = reports(run_dir)
-            if second is None and seen:  # the same sweep again, while the first one runs
-                second = subprocess.run(command, env=env, capture_output=True, text=True,
-                                        timeout=120)  # fmt: skip
-            done = [t for t, r in seen.items() if r[-1]["last"]]
-            running = [t for t, r in seen.items() if not r[-1]["last"] and r[-1]["step"] >= 100]
-            if done and running:
-                break
-            assert driver.poll() is None, driver.stderr.read().decode()
-            time.sleep(0.2)
-        else:
-            pytest.fail("the sweep never reached the point to kill it")
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=30)
-    finally:
-        driver.kill()
-        kill_marked(marker)
+    killed = KilledSweep(tmp_path, path)
+    run_dir = killed.runs / "killed"
+    second, done, running = None, [], []
+
+    def one_done_another_part_way(seen: dict[str, list[dict]]) -> bool:
+        nonlocal second, done, running
+        if second is None and seen:  # the same sweep again, while the first one runs
+            second = subprocess.run(killed.command, env=killed.env, capture_output=True,
+                                    text=True, timeout=120)  # fmt: skip
+        done = [t for t, r in seen.items() if r[-1]["last"]]
+        running = [t for t, r in seen.items() if not r[-1]["last"] and r[-1]["step"] >= 100]
+        return bool(done and running)
+
+    driver = killed.kill_when(run_dir, one_done_another_part_way)
     assert second.returncode == 2, second.stderr[-3000:]
     error = second.stderr.strip().splitlines()[-1]
     assert error.startswith(f"ganlab sweep: error: {path}: another sweep named 'killed' is ")
@@ -177,9 +203,7 @@ def test_a_killed_driver_resumes_from_checkpoints_and_locks_out_a_second_sweep(t
     intact = {t: set(checkpoint_steps(experiment / rundir.trial_dir_name(t)).values())
               for t in running[1:]}  # fmt: skip
 
-    resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True,
-                             timeout=600)  # fmt: skip
-    kill_marked(marker)
+    resumed = killed.resume()
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     assert_whole_and_single(run_dir, n_trials=4, steps=KILLED_STEPS)
@@ -234,32 +258,15 @@ def test_a_killed_pbt_sweep_resumes_its_population_where_it_was(tmp_path):
     `--resume` must go on from them, not start the population over."""
     path = tmp_path / "pbt_killed.yaml"
     path.write_text(PBT_KILLED)
-    runs = tmp_path / "runs"
-    run_dir = runs / "pbt_killed"
-    marker = f"GANLAB_TEST_MARKER={tmp_path.name}"
-    env = {**os.environ, "GANLAB_TEST_MARKER": tmp_path.name}
-    command = [sys.executable, "-m", "ganlab.cli", "sweep", str(path), "--storage", str(runs),
-               "--no-report"]  # fmt: skip
-    driver = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    try:
-        deadline = time.monotonic() + 240
-        while time.monotonic() < deadline:  # every trial started, some past an exploit point
-            seen = reports(run_dir)
-            if len(seen) == 4 and sum(r[-1]["step"] >= 200 for r in seen.values()) >= 2:
-                break
-            assert driver.poll() is None, driver.stderr.read().decode()
-            time.sleep(0.2)
-        else:
-            pytest.fail("the sweep never reached the point to kill it")
-        driver.send_signal(signal.SIGKILL)
-        driver.wait(timeout=30)
-    finally:
-        driver.kill()
-        kill_marked(marker)
+    killed = KilledSweep(tmp_path, path)
+    run_dir = killed.runs / "pbt_killed"
+
+    def started_and_past_an_exploit(seen: dict[str, list[dict]]) -> bool:
+        return len(seen) == 4 and sum(r[-1]["step"] >= 200 for r in seen.values()) >= 2
+
+    killed.kill_when(run_dir, started_and_past_an_exploit)
     before = reports(run_dir)
-    resumed = subprocess.run([*command, "--resume"], env=env, capture_output=True, text=True,
-                             timeout=600)  # fmt: skip
-    kill_marked(marker)
+    resumed = killed.resume()
     assert resumed.returncode == 0, resumed.stderr[-3000:]
 
     assert_whole_and_single(run_dir, n_trials=4, steps=400)
