@@ -4,8 +4,9 @@ into the run's tables as `phase` = confirm, measured with the search's own proto
 import json
 
 import pytest
+from localray import private_ray, run_file
 
-from ganlab import cli, confirm, preflight, raystart, results, rundir, spec, sweep
+from ganlab import cli, confirm, results, rundir
 from ganlab.config import TrialConfig
 from ganlab.metrics.assets import EvalAssets
 from ganlab.trial import Trial
@@ -25,16 +26,8 @@ objective: {metric: fid, mode: min}
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory):
     """A finished three-configuration sweep, run on a private local Ray kept for the module."""
-    started = raystart.start(None)
-    path = tmp_path_factory.mktemp("confirm") / "tiny.yaml"
-    path.write_text(SWEEP)
-    s = spec.load(path, storage=str(path.parent / "runs"))
-    sweep.run(s, echo=lambda line: None)
-    yield preflight.run_dir_of(s)
-    if started:
-        import ray
-
-        ray.shutdown()
+    with private_ray():
+        yield run_file(tmp_path_factory.mktemp("confirm"), "tiny", SWEEP)
 
 
 def test_the_best_configurations_retrain_on_fresh_seeds_into_the_run(searched, capsys):

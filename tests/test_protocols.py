@@ -8,6 +8,7 @@ import json
 import shutil
 
 import pytest
+from localray import private_ray, run_file
 from runs import make_run, trial_table
 
 from ganlab import cli, protocols, results, rundir, spec
@@ -217,20 +218,8 @@ objective: {metric: fid, mode: min}
 @pytest.fixture(scope="module")
 def rung_run(tmp_path_factory):
     """The RUNG sweep, run on a private local Ray started for it."""
-    from ganlab import preflight, raystart, sweep
-
-    started = raystart.start(None)
-    path = tmp_path_factory.mktemp("rung") / "rung.yaml"
-    path.write_text(RUNG)
-    s = spec.load(path, storage=str(path.parent / "runs"))
-    try:
-        sweep.run(s, echo=lambda line: None)
-    finally:
-        if started:
-            import ray
-
-            ray.shutdown()
-    return preflight.run_dir_of(s)
+    with private_ray():
+        return run_file(tmp_path_factory.mktemp("rung"), "rung", RUNG)
 
 
 def test_a_sweep_with_a_rung_count_ranks_pruned_and_finished_trials_as_one(rung_run, capsys):

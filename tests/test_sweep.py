@@ -12,9 +12,10 @@ import pandas as pd
 import pytest
 import torch
 from fake_datasets import write_cifar10, write_mnist
+from localray import private_ray
 from raytrials import full_disk
 
-from ganlab import collect, preflight, raystart, results, rundir, spec, sweep
+from ganlab import collect, preflight, results, rundir, spec, sweep
 
 SWEEPS = sorted((Path(__file__).parent.parent / "sweeps").glob("*.yaml"))
 MIXED = """
@@ -40,12 +41,8 @@ def local_ray(tmp_path_factory):
     torch.manual_seed(0)
     torch.save(fid_inception_v3().state_dict(), weights)
     os.environ["GANLAB_INCEPTION_WEIGHTS"] = str(weights)  # set before Ray starts its workers
-    started = raystart.start(None)
-    yield
-    if started:
-        import ray
-
-        ray.shutdown()
+    with private_ray():
+        yield
 
 
 def test_healthy_and_diverging_trials_finish_and_tables_stay_whole(

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
+from localray import private_ray
 
-from ganlab import cli, loggers, raystart, results, rundir, spec, sweep, trackers
+from ganlab import cli, loggers, results, rundir, spec, sweep, trackers
 
 QUICKSTART = Path(__file__).parent.parent / "sweeps" / "quickstart.yaml"
 ALL = ["tensorboard", "mlflow", "wandb"]
@@ -36,16 +37,12 @@ def tracked(tmp_path_factory):
     os.environ.update(WANDB_MODE="offline", WANDB_API_KEY=SECRET)
     root = tmp_path_factory.mktemp("tracked")
     s = spec.load(_sweep_file(root, ALL), smoke=True, storage=str(root / "runs"))
-    started = raystart.start(None)
     try:
-        run_dir = sweep.run(s, echo=lambda line: None)
-        trials, metrics = results.load(run_dir)
-        yield s, run_dir, trials, metrics
+        with private_ray():
+            run_dir = sweep.run(s, echo=lambda line: None)
+            trials, metrics = results.load(run_dir)
+            yield s, run_dir, trials, metrics
     finally:
-        if started:
-            import ray
-
-            ray.shutdown()
         for key, value in saved.items():
             os.environ.pop(key, None)
             if value is not None:
