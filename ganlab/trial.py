@@ -329,7 +329,7 @@ class Trial:
     def _evaluate_seeds(self, evaluator: Evaluator, fid_inf: bool = True) -> dict[int, SeedReport]:
         """Every seed's report: the live ones measured together by `evaluator` (one generator
         pass, one extractor pass, one read of their fates and one of their metrics), the
-        diverged ones by their step; FID∞ NaN without `fid_inf`."""
+        diverged ones by their step; FID∞ left out without `fid_inf`."""
         live = [s for s in self.seeds if s.alive]
         signals = self._read_seeds(live)
         live = [s for s in live if s.alive]
