@@ -26,8 +26,7 @@ def shapes() -> dict[str, np.ndarray]:
             elif name == "down":
                 image[1:7, offset] = 255
             elif name == "box":
-                low, high = min(offset, 4), min(offset, 4) + 3
-                image[low:high, low:high] = 255
+                image[offset : offset + 3, offset : offset + 3] = 255  # 3x3, on the diagonal
             else:
                 image[offset, :] = 255
                 image[:, SIDE - 1 - offset] = 255

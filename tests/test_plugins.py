@@ -322,6 +322,7 @@ def test_the_example_png_folder_is_what_make_shapes_draws(tmp_path):
     finally:
         sys.path.remove(str(ROOT / "examples"))
     drawn = make_shapes.shapes()
+    assert len({image.tobytes() for image in drawn.values()}) == len(drawn)  # no image twice
     files = sorted((PLUGIN / "shapes").glob("*.png"))
     assert sorted(f.stem for f in files) == sorted(drawn)
     from PIL import Image
