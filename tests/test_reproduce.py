@@ -250,6 +250,29 @@ def test_r3gan_check_on_shuffled_seeds_passes_at_most_alpha():
     assert verdicts.count("not supported") / n_sim <= ALPHA
 
 
+@pytest.mark.parametrize(
+    "baseline,room", [([999, 1000, 1000, 998], False), ([980, 975, 990, 985], True)]
+)  # fmt: skip
+def test_the_r3gan_power_line_says_when_the_baseline_leaves_no_room_for_the_effect(baseline, room):
+    published = reproduce.PUBLISHED["r3gan_stacked"]  # 10 modes of 1,000
+    rows = _cells({R3: [1000, 999, 1000, 1000], NS: baseline})
+    lines = reproduce.r3gan_power(rows, published)
+    assert lines[0].startswith("power: ")
+    if room:
+        assert len(lines) == 1
+    else:
+        assert lines[1] == (f"ceiling: {NS} covers 999.2 of 1000 modes on average, so a gain "
+                            "of 10 cannot occur at this setting (the simulated power shifts "
+                            "values past what can be counted)")  # fmt: skip
+
+
+def test_a_cell_shows_every_digit_of_a_count_in_the_thousands():
+    assert reproduce._cell("modes", [1000.0, 999.0]) == (
+        "999.5 ± 0.71, median 999.5 [1000 999]"
+    )  # fmt: skip
+    assert reproduce._cell("modes", [24.0, 25.0]) == "24.5 ± 0.71, median 24.5 [24 25]"
+
+
 def test_a_factor_of_two_fields_groups_by_their_pair():
     frame = pd.DataFrame({"loss": ["rpgan", "rpgan", "non-saturating"],
                           "penalty": ["r1+r2", "r1+r2", "r1"], "seed": [0, 1, 0],
@@ -275,6 +298,22 @@ def test_pbt_verdict(pbt, fixed, verdict):
     assert result.verdict == verdict
     assert f"{len(pbt)} against {len(fixed)} trials" in result.lines[0]
     assert "trials per level" in reproduce.pbt_power(rows, published)[0]
+
+
+@pytest.mark.parametrize("smoke", [False, True])
+def test_pbts_fixed_arm_is_the_same_population_never_exploited(tmp_path, smoke):
+    published = reproduce.PUBLISHED["pbt_ring8"]
+    files = reproduce.arm_files(ROOT / "sweeps" / "pbt_ring8.yaml", published, tmp_path)
+    arms = {arm: spec.load(file, smoke=smoke) for arm, file in files.items()}
+    pbt, fixed = arms["pbt"], arms["fixed"]
+    assert pbt.scheduler.name == fixed.scheduler.name == "pbt"
+    assert fixed.scheduler.quantile_fraction == 0.0  # no trial in the bottom: no exploit
+    assert pbt.scheduler.quantile_fraction == (0.5 if smoke else 0.25)
+    # Tune draws the population from these: the same draw in both arms
+    assert (fixed.search_seed, fixed.num_samples, fixed.search, fixed.seeds) == (
+        pbt.search_seed, pbt.num_samples, pbt.search, pbt.seeds
+    )  # fmt: skip
+    assert fixed.trial_config({}) == pbt.trial_config({})
 
 
 def test_a_sweeps_rows_carry_each_trials_objective_once():
