@@ -469,7 +469,7 @@ def r3gan_covers_more(rows: list[dict], published: Published, effects: bool = Tr
     if R3GAN not in by_cell or BASELINE not in by_cell:
         return Verdict("inconclusive", (f"the grid lacks {R3GAN} or {BASELINE}",))
     r3, base = by_cell[R3GAN], by_cell[BASELINE]
-    modes = {cell: r["modes"] + [0.0] * r["diverged"] for cell, r in by_cell.items()}
+    modes = _cell_modes(rows, published.factor)
     fails = {cell: [1.0] * r["failed"] + [0.0] * (r["seeds"] - r["failed"])
              for cell, r in by_cell.items()}  # fmt: skip
 
@@ -493,10 +493,15 @@ def r3gan_covers_more(rows: list[dict], published: Published, effects: bool = Tr
     return Verdict("inconclusive", tuple(lines))
 
 
+def _cell_modes(rows: list[dict], factor: str) -> dict[str, list[float]]:
+    """Each cell's modes over its seeds, a diverged seed counting 0 (it covers none)."""
+    return {r[factor]: r["modes"] + [0.0] * r["diverged"] for r in rows}
+
+
 def r3gan_power(rows: list[dict], published: Published) -> list[str]:
     """Seeds per cell that detect `published.effect` more modes at α / 2 (Holm's first step),
     and whether the baseline leaves room for such a gain below `published.ceiling`."""
-    modes = {r[published.factor]: r["modes"] + [0.0] * r["diverged"] for r in rows}
+    modes = _cell_modes(rows, published.factor)
     alpha = ALPHA / 2
     found = stats.power(stats.residuals(list(modes.values())), published.effect,
                         stats.shift_rejects(alpha), alpha)  # fmt: skip
