@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import binom
 
 from ganlab import spec
 
@@ -167,6 +168,27 @@ def test_mode_finding_check_on_coin_flip_seeds_passes_at_most_alpha():
                  "diverged": 0} for k, f in enumerate(found)]  # fmt: skip
         supported += reproduce.most_find_every_mode(rows, published).verdict == "supported"
     assert supported / n_sim <= ALPHA
+
+
+def test_the_confirmation_seeds_are_asked_else_smoke_else_the_recipes_else_its_seeds():
+    published = reproduce.PUBLISHED["quickstart"]
+    assert reproduce.confirmation_seeds(7, True, published, 3) == 7
+    assert reproduce.confirmation_seeds(None, True, published, 3) == 2
+    assert reproduce.confirmation_seeds(None, False, published, 3) == 15
+    assert reproduce.confirmation_seeds(None, False, reproduce.PUBLISHED["r3gan_modes"], 3) == 3
+
+
+def test_the_quickstarts_confirmation_has_the_power_its_check_asks_for():
+    """15 fresh seeds a loss: the sign test at α / 5 losses rejects from 13 successes of 15
+    (P(X ≥ 13 | 1/2) = 121/32768 ≤ 0.01 < P(X ≥ 12) = 577/32768), which a loss whose seeds
+    succeed 90 % of the time reaches with probability 0.816 (power is not monotone in the seeds
+    of an exact test: 16 seeds give 0.789)."""
+    published = reproduce.PUBLISHED["quickstart"]
+    seeds = published.confirm_seeds
+    power = reproduce.stats.sign_power(published.effect, ALPHA / 5, seeds=[seeds])
+    assert power.curve[0][1] == pytest.approx(binom.sf(12, 15, 0.9))
+    assert power.curve[0][1] == pytest.approx(0.8159, abs=1e-4)
+    assert power.seeds == 15
 
 
 SPREAD = [10, 11, 12, 10.5, 11.5]
