@@ -11,10 +11,10 @@ its tables, keeping each level's best configuration (tuned, as the papers compar
 on fresh seeds (`ganlab confirm`, `Published.confirm_seeds` of them). Either way the result is
 one row per (configuration, seed), grouped by the recipe's factor: each group shows the median
 and the per-seed values of every compared metric, so the seeds behind each number are in plain
-view, beside the paper's mean ± std. The recipe's claim is then tested with
-pre-registered statistics (`analysis.stats`: permutation tests with Holm's correction, effect
-sizes with bootstrap intervals, equivalence tests, a power line) and given a verdict:
-`supported`, `not supported` or `inconclusive` (`CHECKS`).
+view, beside the paper's mean ± std. The recipe's claim is then tested with pre-registered
+statistics (`analysis.stats`: permutation tests with Holm's correction, effect sizes with
+bootstrap intervals, equivalence tests, a power line) and given a verdict: `supported`, `not
+supported` or `inconclusive` (`CHECKS`).
 """
 
 import argparse
